@@ -1,0 +1,117 @@
+"""tfgen's application factory: ``create_app`` builds the API from small steps.
+
+Nothing connects at import time: the database, Redis and the broker are reached on
+first use, so gunicorn and Celery can fork safely after ``create_app``.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from pathlib import Path
+from collections.abc import Mapping
+from typing import Any
+
+from celery import Celery, Task
+from flask import Blueprint, Flask, Response, g, request
+
+from app.auth import init_auth
+from app.extensions import api_v1
+from app.services import Services
+from config.settings import load_settings
+
+__all__ = ["celery_init_app", "create_app"]
+
+_CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the Flask application.
+
+    Args:
+        config: Overrides on top of the environment (tests pass a test configuration).
+
+    Returns:
+        The application, with the Celery app at ``app.extensions["celery"]``.
+    """
+    app = Flask(__name__)
+    app.config.update(load_settings(overrides=config))
+    register_extensions(app)
+    register_apis(app)
+    register_request_hooks(app)
+    register_cli(app)
+    return app
+
+
+def register_extensions(app: Flask) -> None:
+    """Bind the domain services, Celery and authentication to the app."""
+    _make_embedded_dirs(app.config)
+    app.extensions["tfgen"] = Services(app.config)
+    celery_init_app(app)
+    init_auth(app)
+
+
+def _make_embedded_dirs(config: Mapping[str, Any]) -> None:
+    # The embedded defaults keep their files under VAR_DIR: make the folders they need.
+    options = config["CELERY"]["broker_transport_options"]
+    folders = [config["VAR_DIR"], options.get("data_folder_in"), options.get("processed_folder")]
+    backend = str(config["CELERY"].get("result_backend") or "")
+    if backend.startswith("file://"):
+        folders.append(backend.removeprefix("file://"))
+    for folder in filter(None, folders):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+
+
+def register_apis(app: Flask) -> None:
+    """Mount ``/api/v1`` (flask-restx, Swagger UI at ``/api/v1/docs``) and the probes."""
+    from app.apis import jobs, templates  # noqa: F401 - registers the routes
+    from app.apis.errors import register_error_handlers
+    from app.apis.generate import ns as terraform_ns
+    from app.apis.health import bp as health_bp
+
+    blueprint = Blueprint("api_v1", __name__, url_prefix="/api/v1")
+    api = api_v1()
+    api.init_app(blueprint)
+    api.add_namespace(terraform_ns)
+    api.add_namespace(jobs.ns)
+    register_error_handlers(api)
+    app.register_blueprint(blueprint)
+    app.register_blueprint(health_bp)
+    app.extensions["restx_api"] = api
+
+
+def register_request_hooks(app: Flask) -> None:
+    """Carry ``X-Correlation-ID`` from the request (or a new one) onto every response."""
+
+    @app.before_request
+    def take_correlation_id() -> None:
+        given = request.headers.get("X-Correlation-ID", "")
+        g.correlation_id = given if _CORRELATION_ID.match(given) else uuid.uuid4().hex
+
+    @app.after_request
+    def give_correlation_id(response: Response) -> Response:
+        response.headers["X-Correlation-ID"] = g.get("correlation_id") or uuid.uuid4().hex
+        return response
+
+
+def register_cli(app: Flask) -> None:
+    """Add the ``init-db`` and ``templates`` commands."""
+    from app.cli import init_db_command
+
+    app.cli.add_command(init_db_command)
+
+
+def celery_init_app(app: Flask) -> Celery:
+    """Create the Celery app the way Flask's docs wire it: tasks run in the app context."""
+
+    class FlaskTask(Task):  # type: ignore[misc]
+        def __call__(self, *args: object, **kwargs: object) -> object:
+            with app.app_context():
+                return self.run(*args, **kwargs)
+
+    celery_app = Celery(app.name, task_cls=FlaskTask)
+    celery_app.config_from_object(app.config["CELERY"])
+    celery_app.set_default()
+    celery_app.flask_app = app  # signal handlers in the worker's main process need it
+    app.extensions["celery"] = celery_app
+    return celery_app

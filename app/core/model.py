@@ -273,12 +273,15 @@ class PublishResult:
     unchanged: bool
     merge_request: Mapping[str, Any] | None = None
     remote: str | None = None
+    branch: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the job document's ``result`` object."""
         return {
             "merge_request": dict(self.merge_request) if self.merge_request else None,
             "commit": {"sha": self.commit_sha} if self.commit_sha else None,
+            "branch": self.branch,
+            "remote": self.remote,
             "files": [f.summary() for f in self.files],
             "unchanged": self.unchanged,
         }

@@ -1,0 +1,123 @@
+"""``POST /api/v1/terraform/generate``: accept a job, answer 202 with its UUID."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from typing import Any
+
+from flask import current_app, g, request
+from flask_restx import Namespace, Resource, fields
+from kombu.exceptions import OperationalError
+
+from app.auth import current_principal, require_cloud, resolve_owner
+from app.core.jobs import JobRecord
+from app.errors import QueueUnavailable
+from app.services import Services
+
+ns = Namespace("terraform", description="Generate Terraform from an APEX request")
+
+IDENT = r"^[a-z][a-z0-9_]{0,29}$"
+
+generate_request = ns.model("GenerateRequest", {
+    "cloud_id": fields.String(required=True, pattern=IDENT, max_length=30, example="aws",
+                              description="Cloud of the request (a catalog pair with resource_type)"),
+    "resource_type": fields.String(required=True, pattern=IDENT, max_length=30, example="rds"),
+    "request_id": fields.Integer(required=True, min=1, example=42,
+                                 description="Row id in v_<cloud_id>_<resource_type>_requests"),
+    "dry_run": fields.Boolean(default=False,
+                              description="Render and validate only; return the files"),
+    "on_behalf_of": fields.String(max_length=128,
+                                  description="User to act for (needs tfgen.on_behalf_of)"),
+}, strict=True)
+
+accepted = ns.model("JobAccepted", {
+    "uuid": fields.String(required=True),
+    "status": fields.String(required=True, example="PENDING"),
+    "links": fields.Raw(example={"self": "/api/v1/uuid/<uuid>"}),
+})
+
+error = ns.model("Error", {
+    "message": fields.String(required=True),
+    "code": fields.String(required=True),
+    "correlation_id": fields.String(required=True),
+    "errors": fields.Raw(),
+})
+
+
+def services() -> Services:
+    """The process's domain services."""
+    svc: Services = current_app.extensions["tfgen"]
+    return svc
+
+
+def _idempotency_key(owner: str) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if not key:
+        return None
+    return hashlib.sha256(f"{owner}\0{key}".encode()).hexdigest()
+
+
+def enqueue(job_uuid: str, correlation_id: str) -> None:
+    """Put the job on the queue; raise ``QueueUnavailable`` when the broker is down."""
+    celery = current_app.extensions["celery"]
+    try:
+        celery.send_task(
+            "tfgen.generate", args=[job_uuid], task_id=job_uuid,
+            queue=current_app.config["JOB_QUEUE"],
+            expires=current_app.config["JOB_QUEUE_EXPIRES"],
+            headers={"tfgen_correlation_id": correlation_id},
+            retry=True,
+        )
+    except (OperationalError, OSError) as e:
+        raise QueueUnavailable("job queue unavailable; nothing was recorded, try again") from e
+
+
+@ns.route("/generate")
+class Generate(Resource):
+    """Generation jobs."""
+
+    @ns.expect(generate_request, validate=True)
+    @ns.response(202, "Job accepted", accepted, headers={"Location": "The job's URL"})
+    @ns.response(400, "Bad JSON or fields (errors per field)", error)
+    @ns.response(401, "Not signed in", error)
+    @ns.response(403, "Caller may not use this cloud", error)
+    @ns.response(404, "Unknown cloud_id/resource_type pair", error)
+    @ns.response(503, "Queue unreachable; nothing recorded", error)
+    def post(self) -> tuple[dict[str, Any], int, dict[str, str]]:
+        """Submit a generation job for one APEX request row."""
+        body = request.get_json()
+        principal = current_principal()
+        require_cloud(principal, body["cloud_id"])
+        owner = resolve_owner(principal, body.get("on_behalf_of"))
+        svc = services()
+        svc.store.require_pair(body["cloud_id"], body["resource_type"])
+        job = JobRecord(
+            uuid=str(uuid.uuid4()), owner=owner, correlation_id=g.correlation_id,
+            request={"cloud_id": body["cloud_id"], "resource_type": body["resource_type"],
+                     "request_id": body["request_id"], "dry_run": bool(body.get("dry_run"))},
+        )
+        idem = _idempotency_key(owner)
+        if idem:
+            existing = svc.jobs.claim_idempotency(idem, job.uuid)
+            if existing and existing != job.uuid:
+                earlier = svc.jobs.get(existing)
+                if earlier is not None:
+                    return self._accepted(earlier.uuid, earlier.status)
+        svc.jobs.create(job)
+        try:
+            enqueue(job.uuid, job.correlation_id or "")
+        except BaseException:
+            # Nothing half-recorded: a job that is not on the queue has no record either.
+            svc.jobs.delete(job.uuid)
+            if idem:
+                svc.jobs.release_idempotency(idem)
+            raise
+        return self._accepted(job.uuid, job.status)
+
+    @staticmethod
+    def _accepted(job_uuid: str, status: str = "PENDING"
+                  ) -> tuple[dict[str, Any], int, dict[str, str]]:
+        location = f"/api/v1/uuid/{job_uuid}"
+        return ({"uuid": job_uuid, "status": status, "links": {"self": location}},
+                202, {"Location": location})

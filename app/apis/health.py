@@ -1,0 +1,46 @@
+"""``/health``, ``/ready``: probes for load balancers and Kubernetes (no auth)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, current_app
+
+from app.errors import TfgenError
+from app.services import Services
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/health")
+def health() -> dict[str, str]:
+    """Alive while the process serves requests."""
+    return {"status": "ok"}
+
+
+@bp.get("/ready")
+def ready() -> tuple[dict[str, Any], int]:
+    """Ready when the job store/broker and the APEX database answer; 503 names which not."""
+    svc: Services = current_app.extensions["tfgen"]
+    checks: dict[str, str] = {}
+    for name, ping in (("jobs", svc.jobs.ping), ("database", svc.store.ping),
+                       ("broker", lambda: _ping_broker())):
+        try:
+            ping()
+            checks[name] = "ok"
+        except (TfgenError, OSError) as e:
+            checks[name] = f"unavailable: {getattr(e, 'message', str(e))}"
+    failing = sorted(k for k, v in checks.items() if v != "ok")
+    body = {"status": "ok" if not failing else "unavailable", "checks": checks}
+    if failing:
+        body["failing"] = failing
+    return body, 200 if not failing else 503
+
+
+def _ping_broker() -> None:
+    celery = current_app.extensions["celery"]
+    try:
+        with celery.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+    except Exception as e:  # noqa: BLE001 - any failure means "not ready"
+        raise OSError(f"broker: {type(e).__name__}") from e

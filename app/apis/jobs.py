@@ -1,0 +1,103 @@
+"""``/api/v1/uuid/<uuid>`` and ``/api/v1/jobs``: poll, cancel and list jobs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app, request
+from flask_restx import Namespace, Resource, fields
+
+from app.apis.generate import error, services
+from app.auth import can_see, current_principal
+from app.core.jobs import JobRecord, JobStore, expire_overdue, utcnow
+from app.errors import Conflict, NotFound
+
+ns = Namespace("jobs", description="Poll, cancel and list generation jobs", path="/")
+
+job_document = ns.model("Job", {
+    "uuid": fields.String(required=True),
+    "status": fields.String(enum=["PENDING", "STARTED", "PROGRESS", "RETRY", "SUCCESS",
+                                  "FAILURE", "REVOKED"], required=True),
+    "stage": fields.String(enum=["queued", "fetch", "render", "validate", "publish", "done"]),
+    "owner": fields.String(),
+    "request": fields.Raw(),
+    "submitted_at": fields.String(),
+    "started_at": fields.String(),
+    "finished_at": fields.String(),
+    "attempts": fields.Integer(),
+    "result": fields.Raw(description="merge_request, commit, files, unchanged (dry run: files "
+                                     "with content and the validation report)"),
+    "error": fields.Raw(description="{code, message, retryable}"),
+    "correlation_id": fields.String(),
+    "cancel_requested": fields.Boolean(),
+    "stages": fields.Raw(description="Each stage entered, with its time"),
+})
+
+
+def _visible_job(job_uuid: str) -> JobRecord:
+    """The job if it exists and the caller may see it; unknown and foreign look alike."""
+    principal = current_principal()
+    record = services().jobs.get(job_uuid)
+    if record is None or not can_see(principal, record.owner):
+        raise NotFound("no such job")
+    return expire_overdue(services().jobs, record, current_app.config)
+
+
+@ns.route("/uuid/<string:job_uuid>")
+@ns.param("job_uuid", "The job's UUID, as answered by POST /terraform/generate")
+class Job(Resource):
+    """One job."""
+
+    @ns.response(200, "The job document", job_document)
+    @ns.response(404, "Unknown, expired, or another user's job", error)
+    def get(self, job_uuid: str) -> dict[str, Any]:
+        """Return the job's status, stage and result or error."""
+        return _visible_job(job_uuid).document()
+
+    @ns.response(202, "Cancel requested", job_document)
+    @ns.response(404, "Unknown, expired, or another user's job", error)
+    @ns.response(409, "Already finished", error)
+    def delete(self, job_uuid: str) -> tuple[dict[str, Any], int]:
+        """Cancel a job: at once if queued, at the next stage if running."""
+        record = _visible_job(job_uuid)
+        jobs = services().jobs
+        canceled = cancel(jobs, record)
+        if canceled is None:
+            raise Conflict(f"job already finished ({record.status})")
+        return canceled.document(), 202
+
+
+def cancel(jobs: JobStore, record: JobRecord) -> JobRecord | None:
+    """Cancel ``record``; return the updated record, or None when it had already ended."""
+    error_doc = {"code": "CANCELED", "message": "canceled by the user", "retryable": False}
+    # Not running now: end it at once; the worker skips it when the message arrives.
+    done = jobs.transition(record.uuid, {"PENDING", "RETRY"}, {
+        "status": "REVOKED", "finished_at": utcnow(), "error": error_doc,
+        "cancel_requested": True})
+    if done is not None:
+        celery = current_app.extensions["celery"]
+        try:
+            celery.control.revoke(record.uuid)
+        except Exception:  # noqa: BLE001 - the record already says REVOKED; revoke is a hint
+            current_app.logger.warning("revoke broadcast failed for %s", record.uuid)
+        return done
+    # Running: the worker checks the flag between stages.
+    return jobs.transition(record.uuid, {"STARTED", "PROGRESS"}, {"cancel_requested": True})
+
+
+@ns.route("/jobs")
+class Jobs(Resource):
+    """The caller's jobs."""
+
+    @ns.doc(params={"user": "Admins only: list this user's jobs (default: everyone's)",
+                    "limit": "How many (default 50, at most 200)"})
+    @ns.response(200, "Recent jobs, newest first", [job_document])
+    def get(self) -> list[dict[str, Any]]:
+        """List recent jobs, newest first."""
+        principal = current_principal()
+        limit = max(1, min(request.args.get("limit", 50, type=int) or 50, 200))
+        owner: str | None = principal.username
+        if principal.is_admin:
+            owner = request.args.get("user") or None
+        records = services().jobs.list(owner, limit)
+        return [r.document() for r in records]

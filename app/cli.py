@@ -1,0 +1,26 @@
+"""Management commands, registered on the app (``flask`` / ``python manage.py``)."""
+
+from __future__ import annotations
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+
+from app.core.schema import init_schema, load_demo
+from app.services import Services
+
+
+@click.command("init-db")
+@click.option("--demo", is_flag=True, help="Also load realistic sample requests and templates.")
+@with_appcontext
+def init_db_command(demo: bool) -> None:
+    """Create the APEX schema (tables and views) on SQLite or PostgreSQL for development."""
+    svc: Services = current_app.extensions["tfgen"]
+    engine = svc.store.engine
+    if engine.dialect.name == "oracle":
+        raise click.ClickException("refusing to create tables in Oracle: APEX owns that schema")
+    init_schema(engine)
+    if demo:
+        load_demo(engine)
+    click.echo(f"schema ready on {engine.url.render_as_string(hide_password=True)}"
+               + (" with demo data" if demo else ""))

@@ -1,0 +1,425 @@
+"""Job records: tfgen's own truth about a job, keyed by its UUID.
+
+Celery reads an unknown task id as PENDING forever, so the API never asks Celery: it
+writes a record before answering 202 and reads it back on every poll. Records outlive
+Celery's result expiry and are kept ``JOB_RESULT_TTL`` seconds.
+
+Two stores share one interface: Redis (production and tests, beside the broker) and SQL
+(the embedded SQLite default). State changes go through ``transition``, an atomic
+compare-and-set on the status, so a cancel and a worker racing on one job cannot both win.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from collections.abc import Collection, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Protocol
+
+import redis
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+
+from app.core.model import JobRequest
+from app.errors import DatabaseUnavailable
+
+__all__ = [
+    "ACTIVE",
+    "FINAL",
+    "JobRecord",
+    "JobStore",
+    "RedisJobStore",
+    "deadline",
+    "expire_overdue",
+    "SqlJobStore",
+    "job_store_from_url",
+    "utcnow",
+]
+
+FINAL = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
+ACTIVE = frozenset({"PENDING", "STARTED", "PROGRESS", "RETRY"})
+
+
+def utcnow() -> str:
+    """Now, as an ISO-8601 UTC timestamp with milliseconds."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(value: str) -> dt.datetime:
+    """Parse a timestamp written by ``utcnow``."""
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+@dataclass
+class JobRecord:
+    """One job as the API shows it (the design's job document) plus bookkeeping."""
+
+    uuid: str
+    owner: str
+    request: dict[str, Any]
+    status: str = "PENDING"
+    stage: str = "queued"
+    submitted_at: str = field(default_factory=utcnow)
+    started_at: str | None = None
+    finished_at: str | None = None
+    attempts: int = 0
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    correlation_id: str | None = None
+    cancel_requested: bool = False
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    attempt_started_at: str | None = None
+    worker: str | None = None
+
+    @property
+    def job_request(self) -> JobRequest:
+        """The request as a value object."""
+        return JobRequest.from_dict(self.request)
+
+    @property
+    def final(self) -> bool:
+        """True once the job has ended (SUCCESS, FAILURE or REVOKED)."""
+        return self.status in FINAL
+
+    def document(self) -> dict[str, Any]:
+        """Return the job document APEX polls (the design's shape)."""
+        return {
+            "uuid": self.uuid,
+            "status": self.status,
+            "stage": self.stage,
+            "owner": self.owner,
+            "request": self.request,
+            "submitted_at": self.submitted_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "attempts": self.attempts,
+            "result": self.result,
+            "error": self.error,
+            "correlation_id": self.correlation_id,
+            "cancel_requested": self.cancel_requested,
+            "stages": self.stages,
+        }
+
+    def to_fields(self) -> dict[str, str]:
+        """Serialise every field to a string (Redis hash, SQL row)."""
+        return {k: json.dumps(v, separators=(",", ":")) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_fields(cls, data: Mapping[str, str]) -> JobRecord:
+        """Rebuild from ``to_fields`` output."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{_text(k): json.loads(v) for k, v in data.items() if _text(k) in names})
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class JobStore(Protocol):
+    """Where job records live."""
+
+    ttl: int
+
+    def create(self, record: JobRecord) -> None:
+        """Store a new record."""
+
+    def get(self, uuid: str) -> JobRecord | None:
+        """Return the record, or None when unknown or expired."""
+
+    def delete(self, uuid: str) -> None:
+        """Remove a record (an enqueue that failed leaves nothing behind)."""
+
+    def transition(
+        self, uuid: str, allowed: Collection[str], changes: Mapping[str, Any]
+    ) -> JobRecord | None:
+        """Apply ``changes`` only if the status is in ``allowed``; return the new record.
+
+        Returns None (and changes nothing) when the record is missing or its status is
+        not allowed. ``stages`` in ``changes`` is appended, ``attempts`` is added.
+        """
+
+    def list(self, owner: str | None, limit: int = 50) -> list[JobRecord]:
+        """Recent records, newest first; ``owner=None`` lists everyone's."""
+
+    def ping(self) -> None:
+        """Raise ``DatabaseUnavailable`` when the store does not answer."""
+
+    def claim_idempotency(self, key: str, job_uuid: str) -> str | None:
+        """Bind ``key`` to ``job_uuid`` unless bound already; return the bound UUID."""
+
+    def release_idempotency(self, key: str) -> None:
+        """Forget ``key`` (its job was never enqueued)."""
+
+
+def _apply(record: JobRecord, changes: Mapping[str, Any]) -> JobRecord:
+    for key, value in changes.items():
+        if key == "stages":
+            record.stages = [*record.stages, *value]
+        elif key == "attempts":
+            record.attempts += int(value)
+        else:
+            setattr(record, key, value)
+    return record
+
+
+# --- Redis -------------------------------------------------------------------------------
+
+class RedisJobStore:
+    """Job records as Redis hashes, with per-owner and global sorted-set indexes."""
+
+    def __init__(self, client: redis.Redis, *, prefix: str = "tfgen", ttl: int = 604800) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.ttl = ttl
+
+    def _key(self, uuid: str) -> str:
+        return f"{self.prefix}:job:{uuid}"
+
+    def _index(self, owner: str | None) -> str:
+        return f"{self.prefix}:jobs:{owner}" if owner else f"{self.prefix}:jobs"
+
+    def _call(self, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except redis.RedisError as e:
+            raise DatabaseUnavailable(f"job store unavailable: {e}") from e
+
+    def create(self, record: JobRecord) -> None:
+        """Store a new record and index it by owner and time."""
+        score = parse_time(record.submitted_at).timestamp()
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(self._key(record.uuid), mapping=record.to_fields())
+        pipe.expire(self._key(record.uuid), self.ttl)
+        pipe.zadd(self._index(record.owner), {record.uuid: score})
+        pipe.zadd(self._index(None), {record.uuid: score})
+        self._call(pipe.execute)
+
+    def get(self, uuid: str) -> JobRecord | None:
+        """Return the record, or None."""
+        data = self._call(self.client.hgetall, self._key(uuid))
+        return JobRecord.from_fields(data) if data else None
+
+    def delete(self, uuid: str) -> None:
+        """Remove the record and its index entries."""
+        record = self.get(uuid)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(self._key(uuid))
+        pipe.zrem(self._index(None), uuid)
+        if record:
+            pipe.zrem(self._index(record.owner), uuid)
+        self._call(pipe.execute)
+
+    def transition(
+        self, uuid: str, allowed: Collection[str], changes: Mapping[str, Any]
+    ) -> JobRecord | None:
+        """Apply ``changes`` when the status is allowed: WATCH, check, MULTI, retry on race."""
+        key = self._key(uuid)
+        try:
+            with self.client.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        pipe.watch(key)
+                        data = pipe.hgetall(key)
+                        if not data:
+                            return None
+                        record = JobRecord.from_fields(data)
+                        if record.status not in allowed:
+                            return None
+                        record = _apply(record, changes)
+                        pipe.multi()
+                        pipe.hset(key, mapping=record.to_fields())
+                        pipe.expire(key, self.ttl)
+                        pipe.execute()
+                        return record
+                    except redis.WatchError:
+                        continue
+        except redis.RedisError as e:
+            raise DatabaseUnavailable(f"job store unavailable: {e}") from e
+
+    def list(self, owner: str | None, limit: int = 50) -> list[JobRecord]:
+        """Recent records, newest first; expired ones are dropped from the index."""
+        index = self._index(owner)
+        cutoff = dt.datetime.now(dt.UTC).timestamp() - self.ttl
+        self._call(self.client.zremrangebyscore, index, "-inf", cutoff)
+        uuids = self._call(self.client.zrevrange, index, 0, limit - 1)
+        records = (self.get(u.decode() if isinstance(u, bytes) else u) for u in uuids)
+        return [r for r in records if r is not None]
+
+    def ping(self) -> None:
+        """Ping Redis."""
+        self._call(self.client.ping)
+
+    def claim_idempotency(self, key: str, job_uuid: str) -> str | None:
+        """``SET NX`` the key to the UUID for the record TTL; return whichever UUID won."""
+        name = f"{self.prefix}:idem:{key}"
+        if self._call(lambda: self.client.set(name, job_uuid, ex=self.ttl, nx=True)):
+            return job_uuid
+        bound = self._call(self.client.get, name)
+        return _text(bound) if bound else None
+
+    def release_idempotency(self, key: str) -> None:
+        """Delete the key."""
+        self._call(self.client.delete, f"{self.prefix}:idem:{key}")
+
+
+# --- SQL (embedded) ----------------------------------------------------------------------
+
+
+class SqlJobStore:
+    """Job records in one SQL table: the embedded default (SQLite), no server needed."""
+
+    def __init__(self, url: str, *, ttl: int = 604800, table: str = "tfgen_job") -> None:
+        self.ttl = ttl
+        self.engine = sa.create_engine(url, pool_pre_ping=True)
+        meta = sa.MetaData()
+        self.table = sa.Table(
+            table, meta,
+            sa.Column("uuid", sa.String(36), primary_key=True),
+            sa.Column("owner", sa.String(128), nullable=False, index=True),
+            sa.Column("status", sa.String(16), nullable=False),
+            sa.Column("submitted_at", sa.String(32), nullable=False, index=True),
+            sa.Column("document", sa.Text, nullable=False),
+        )
+        self.idempotency = sa.Table(
+            f"{table}_idempotency", meta,
+            sa.Column("key", sa.String(64), primary_key=True),
+            sa.Column("uuid", sa.String(36), nullable=False),
+        )
+        self._lock = threading.Lock()
+        try:
+            meta.create_all(self.engine)
+        except sa_exc.OperationalError as e:
+            raise DatabaseUnavailable(f"job store unavailable: {e}") from e
+
+    def _row(self, record: JobRecord) -> dict[str, Any]:
+        return {"uuid": record.uuid, "owner": record.owner, "status": record.status,
+                "submitted_at": record.submitted_at,
+                "document": json.dumps(record.to_fields())}
+
+    def _expired(self, record: JobRecord) -> bool:
+        age = dt.datetime.now(dt.UTC) - parse_time(record.finished_at or record.submitted_at)
+        return age.total_seconds() > self.ttl
+
+    def create(self, record: JobRecord) -> None:
+        """Insert the record."""
+        with self.engine.begin() as conn:
+            conn.execute(self.table.insert().values(**self._row(record)))
+
+    def get(self, uuid: str) -> JobRecord | None:
+        """Return the record unless unknown or past its TTL."""
+        with self.engine.connect() as conn:
+            doc = conn.execute(sa.select(self.table.c.document)
+                               .where(self.table.c.uuid == uuid)).scalar_one_or_none()
+        if doc is None:
+            return None
+        record = JobRecord.from_fields(json.loads(doc))
+        return None if self._expired(record) else record
+
+    def delete(self, uuid: str) -> None:
+        """Delete the record."""
+        with self.engine.begin() as conn:
+            conn.execute(self.table.delete().where(self.table.c.uuid == uuid))
+
+    def transition(
+        self, uuid: str, allowed: Collection[str], changes: Mapping[str, Any]
+    ) -> JobRecord | None:
+        """Apply ``changes`` when the status is allowed: UPDATE guarded on the old status."""
+        with self._lock:
+            for _ in range(5):
+                current = self.get(uuid)
+                if current is None or current.status not in allowed:
+                    return None
+                updated = _apply(JobRecord.from_fields(current.to_fields()), changes)
+                t = self.table
+                with self.engine.begin() as conn:
+                    done = conn.execute(
+                        t.update()
+                        .where(t.c.uuid == uuid, t.c.document == json.dumps(current.to_fields()))
+                        .values(status=updated.status, document=json.dumps(updated.to_fields()))
+                    ).rowcount
+                if done:
+                    return updated
+        return None
+
+    def list(self, owner: str | None, limit: int = 50) -> list[JobRecord]:
+        """Recent records, newest first."""
+        t = self.table
+        query = sa.select(t.c.document).order_by(t.c.submitted_at.desc()).limit(limit)
+        if owner:
+            query = query.where(t.c.owner == owner)
+        with self.engine.connect() as conn:
+            docs = conn.execute(query).scalars().all()
+        records = (JobRecord.from_fields(json.loads(d)) for d in docs)
+        return [r for r in records if not self._expired(r)]
+
+    def claim_idempotency(self, key: str, job_uuid: str) -> str | None:
+        """Insert the key unless present (primary key); return the bound UUID."""
+        t = self.idempotency
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(t.insert().values(key=key, uuid=job_uuid))
+            return job_uuid
+        except sa_exc.IntegrityError:
+            with self.engine.connect() as conn:
+                bound = conn.execute(sa.select(t.c.uuid).where(t.c.key == key)).scalar()
+            return str(bound) if bound else None
+
+    def release_idempotency(self, key: str) -> None:
+        """Delete the key."""
+        with self.engine.begin() as conn:
+            conn.execute(self.idempotency.delete().where(self.idempotency.c.key == key))
+
+    def ping(self) -> None:
+        """Run a trivial query."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.select(sa.literal(1)))
+        except sa_exc.OperationalError as e:
+            raise DatabaseUnavailable(f"job store unavailable: {e}") from e
+
+
+def deadline(record: JobRecord, config: Mapping[str, Any]) -> dt.datetime | None:
+    """When an unfinished job is overdue and must be ended as ``TIMEOUT``.
+
+    Queued: it should have run or expired (``JOB_QUEUE_EXPIRES``). Running: the hard time
+    limit, plus the broker's visibility timeout so that a message of a worker that died
+    whole is redelivered and re-run before the job is declared lost.
+    """
+    if record.final:
+        return None
+    grace = 30
+    hard = int(config["JOB_TIME_LIMIT"])
+    visibility = int(config["CELERY"]["broker_transport_options"].get("visibility_timeout", 0))
+    queue = int(config["JOB_QUEUE_EXPIRES"])
+    if record.status == "PENDING":
+        base, allowance = record.submitted_at, queue + grace
+    elif record.status == "RETRY":
+        base = record.stages[-1]["at"] if record.stages else record.submitted_at
+        allowance = int(config["JOB_RETRY_BACKOFF_MAX"]) + queue + grace
+    else:
+        base = record.attempt_started_at or record.submitted_at
+        allowance = hard + visibility + grace
+    return parse_time(base) + dt.timedelta(seconds=allowance)
+
+
+def expire_overdue(store: JobStore, record: JobRecord, config: Mapping[str, Any]) -> JobRecord:
+    """End ``record`` as FAILURE/TIMEOUT when past its deadline; return the current record."""
+    due = deadline(record, config)
+    if due is None or dt.datetime.now(dt.UTC) < due:
+        return record
+    error = {"code": "TIMEOUT", "retryable": True,
+             "message": f"job did not finish in time (was {record.status} at {record.stage})"}
+    ended = store.transition(record.uuid, {record.status},
+                             {"status": "FAILURE", "error": error, "finished_at": utcnow()})
+    return ended or store.get(record.uuid) or record
+
+
+def job_store_from_url(url: str, *, prefix: str = "tfgen", ttl: int = 604800) -> JobStore:
+    """Open the job store a URL names: ``redis://`` or any SQLAlchemy URL."""
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=5,
+                                      health_check_interval=30)
+        return RedisJobStore(client, prefix=prefix, ttl=ttl)
+    return SqlJobStore(url, ttl=ttl)

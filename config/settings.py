@@ -1,0 +1,200 @@
+"""Configuration: defaults here, the environment on top, one place.
+
+``load_settings()`` returns the Flask config mapping (upper-case keys). A setting that a
+given mode needs and that has no safe default stops the process at start with a
+``ConfigError`` naming it. With nothing set, ``APP_ENV=dev`` runs fully embedded: a
+SQLite store under ``var/``, Celery on its ``filesystem://`` transport, jobs in SQLite
+and a bare git repository as the remote.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ROOT", "ConfigError", "load_settings"]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+DAY = 24 * 3600
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or invalid; the message names it."""
+
+
+def _bool(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as e:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from e
+
+
+def _json(env: Mapping[str, str], name: str, default: Any) -> Any:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        return json.loads(raw)
+    except ValueError as e:
+        raise ConfigError(f"{name} must be JSON: {e}") from e
+
+
+def _embedded_paths(var_dir: Path) -> dict[str, str]:
+    return {
+        "DATABASE_URL": f"sqlite:///{var_dir / 'apex.sqlite'}",
+        "JOB_STORE_URL": f"sqlite:///{var_dir / 'jobs.sqlite'}",
+        "CELERY_BROKER_URL": "filesystem://",
+        "CELERY_RESULT_BACKEND": f"file://{var_dir / 'results'}",
+        "GIT_REMOTE": str(var_dir / "remote.git"),
+    }
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Build the configuration from ``env`` (default ``os.environ``) and ``overrides``.
+
+    Args:
+        env: Environment variables to read.
+        overrides: Values that win over everything (tests use this).
+
+    Returns:
+        The configuration mapping, Flask-style upper-case keys.
+
+    Raises:
+        ConfigError: A required setting is missing, or a value is invalid.
+    """
+    env = dict(os.environ if env is None else env)
+    if overrides:
+        env.update({k: v for k, v in overrides.items() if isinstance(v, str)})
+    app_env = env.get("APP_ENV", "dev")
+    if app_env not in {"dev", "test", "prod"}:
+        raise ConfigError(f"APP_ENV must be dev, test or prod, got {app_env!r}")
+
+    var_dir = Path(env.get("TFGEN_VAR_DIR", str(ROOT / "var")))
+    embedded = _embedded_paths(var_dir) if app_env != "prod" else {}
+
+    def setting(name: str, default: str | None = None) -> str:
+        value = env.get(name) or embedded.get(name) or default
+        if value is None:
+            raise ConfigError(f"{name} is required (APP_ENV={app_env}); see run/prd-env.sh")
+        return value
+
+    broker = setting("CELERY_BROKER_URL")
+    result_backend = setting("CELERY_RESULT_BACKEND",
+                             broker if broker.startswith("redis") else None)
+    # Job records live beside the broker when it is Redis; embedded runs keep them in SQLite.
+    job_store = env.get("JOB_STORE_URL") or (
+        broker if broker.startswith(("redis://", "rediss://")) else setting("JOB_STORE_URL")
+    )
+    publisher = env.get("PUBLISHER", "git")
+    if publisher not in {"git", "gitlab"}:
+        raise ConfigError(f"PUBLISHER must be git or gitlab, got {publisher!r}")
+
+    soft_limit = _int(env, "JOB_SOFT_TIME_LIMIT", 240)
+    hard_limit = _int(env, "JOB_TIME_LIMIT", 300)
+    if soft_limit >= hard_limit:
+        raise ConfigError("JOB_SOFT_TIME_LIMIT must be below JOB_TIME_LIMIT")
+    retry_backoff_max = _int(env, "JOB_RETRY_BACKOFF_MAX", 120)
+    # A message unacked longer than this is redelivered even while it runs: keep it
+    # above the hard limit plus the longest retry countdown (notes.md, Celery on Redis).
+    floor = hard_limit + retry_backoff_max + 60
+    visibility_timeout = max(_int(env, "BROKER_VISIBILITY_TIMEOUT", floor), floor)
+    result_ttl = _int(env, "JOB_RESULT_TTL", 7 * DAY)
+
+    cfg: dict[str, Any] = {
+        "APP_ENV": app_env,
+        "TESTING": app_env == "test",
+        "VAR_DIR": str(var_dir),
+        "DATABASE_URL": setting("DATABASE_URL"),
+        "DB_POOL_SIZE": _int(env, "DB_POOL_SIZE", 5),
+        "DB_POOL_TIMEOUT": _int(env, "DB_POOL_TIMEOUT", 10),
+        "DB_CONNECT_TIMEOUT": _int(env, "DB_CONNECT_TIMEOUT", 5),
+        "CATALOG_TTL": _int(env, "CATALOG_TTL", 30),
+        "APEX_TEMPLATE_TABLE": env.get("APEX_TEMPLATE_TABLE", "tf_template"),
+        "APEX_USERS_TABLE": env.get("APEX_USERS_TABLE", "users"),
+        "APEX_REQUEST_VIEW": env.get("APEX_REQUEST_VIEW", "v_{cloud_id}_{resource_type}_requests"),
+        "JOB_STORE_URL": job_store,
+        "JOB_KEY_PREFIX": env.get("JOB_KEY_PREFIX", "tfgen"),
+        "JOB_RESULT_TTL": result_ttl,
+        "JOB_SOFT_TIME_LIMIT": soft_limit,
+        "JOB_TIME_LIMIT": hard_limit,
+        "JOB_QUEUE_EXPIRES": _int(env, "JOB_QUEUE_EXPIRES", 3600),
+        "JOB_MAX_RETRIES": _int(env, "JOB_MAX_RETRIES", 5),
+        "JOB_RETRY_BACKOFF_MAX": retry_backoff_max,
+        "JOB_QUEUE": env.get("JOB_QUEUE", "tfgen"),
+        "PUBLISHER": publisher,
+        "GIT_REMOTE": setting("GIT_REMOTE") if publisher == "git" else env.get("GIT_REMOTE"),
+        "GITLAB_URL": setting("GITLAB_URL") if publisher == "gitlab" else env.get("GITLAB_URL"),
+        "GITLAB_TOKEN": env.get("GITLAB_TOKEN") or None,
+        "GITLAB_TARGET_BRANCH": env.get("GITLAB_TARGET_BRANCH", "main"),
+        "AUTH_MODE": env.get("AUTH_MODE", "oidc" if app_env == "prod" else "dev"),
+        "OIDC_ISSUER": env.get("OIDC_ISSUER"),
+        "OIDC_AUDIENCE": env.get("OIDC_AUDIENCE"),
+        "OIDC_JWKS_URL": env.get("OIDC_JWKS_URL"),
+        "OIDC_USERNAME_CLAIM": env.get("OIDC_USERNAME_CLAIM", "preferred_username"),
+        "OIDC_GROUPS_CLAIM": env.get("OIDC_GROUPS_CLAIM", "groups"),
+        "CLOUD_PERMISSIONS": _json(env, "CLOUD_PERMISSIONS", {}),
+        "ADMIN_GROUP": env.get("ADMIN_GROUP", "tfgen-admins"),
+        "SWAGGER_UI_OAUTH_CLIENT_ID": env.get("SWAGGER_UI_OAUTH_CLIENT_ID", "tfgen-swagger"),
+        "SWAGGER_UI_OAUTH_REALM": env.get("SWAGGER_UI_OAUTH_REALM", "tfgen"),
+        "SWAGGER_UI_OAUTH_APP_NAME": env.get("SWAGGER_UI_OAUTH_APP_NAME", "tfgen"),
+        "LOG_LEVEL": env.get("LOG_LEVEL", "INFO"),
+        "LOG_FORMAT": env.get("LOG_FORMAT", "json" if app_env == "prod" else "console"),
+        "RESTX_MASK_SWAGGER": False,
+        "ERROR_404_HELP": False,
+        "BUNDLE_ERRORS": True,
+    }
+    cfg["CELERY"] = {
+        "broker_url": broker,
+        "result_backend": result_backend,
+        "task_default_queue": cfg["JOB_QUEUE"],
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_serializer": "json",
+        "result_expires": result_ttl,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_track_started": True,
+        "task_soft_time_limit": soft_limit,
+        "task_time_limit": hard_limit,
+        "worker_prefetch_multiplier": 1,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_timeout": _int(env, "BROKER_CONNECT_TIMEOUT", 3),
+        # Fail the enqueue fast when the broker is down: the API answers 503.
+        "task_publish_retry_policy": {
+            "max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5,
+        },
+        "broker_transport_options": {"visibility_timeout": visibility_timeout},
+        "result_backend_transport_options": {"visibility_timeout": visibility_timeout},
+    }
+    if broker.startswith("filesystem://"):
+        queue_dir = var_dir / "queue"
+        cfg["CELERY"]["broker_transport_options"] = {
+            "data_folder_in": str(queue_dir),
+            "data_folder_out": str(queue_dir),
+            "processed_folder": str(var_dir / "queue-processed"),
+            "store_processed": False,
+        }
+    if overrides:
+        cfg.update(overrides)
+    if app_env == "prod" and cfg["AUTH_MODE"] == "dev":
+        raise ConfigError("AUTH_MODE=dev is refused when APP_ENV=prod")
+    if cfg["AUTH_MODE"] == "oidc":
+        for name in ("OIDC_ISSUER", "OIDC_AUDIENCE", "OIDC_JWKS_URL"):
+            if not cfg.get(name):
+                raise ConfigError(f"{name} is required when AUTH_MODE=oidc")
+    return cfg

@@ -1,0 +1,10 @@
+"""The Celery app, bound to ``create_app()``: ``celery -A tasks worker|flower``."""
+
+from __future__ import annotations
+
+from app import create_app
+
+flask_app = create_app()
+app = celery = flask_app.extensions["celery"]
+
+from tasks import generate as generate  # noqa: E402 - registers the task on the app

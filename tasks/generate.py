@@ -1,0 +1,123 @@
+"""The generation task: thin. Ids in, stages out, retry decisions; the work is in core.
+
+Reliability settings (``config/settings.py``): late ack and reject on worker lost, so a
+worker killed mid-job has the job run again; the publisher makes that re-run idempotent.
+The job record, not Celery's result, is what the API shows.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+from celery import Task, shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import task_revoked
+from flask import current_app
+
+from app.core.jobs import ACTIVE, JobStore, expire_overdue, utcnow
+from app.errors import Canceled, TfgenError
+from app.services import Services
+
+log = logging.getLogger("tfgen.tasks")
+
+RUNNING = frozenset({"STARTED", "PROGRESS"})
+
+
+def retry_countdown(retries: int, cap: int, retry_after: float | None = None) -> float:
+    """Exponential backoff with full jitter, at least ``retry_after`` when the service said so."""
+    backoff = random.uniform(0, min(cap, 2 ** (retries + 1)))
+    return min(cap, max(backoff, retry_after or 0))
+
+
+def _finish(jobs: JobStore, job_uuid: str, status: str, **fields: Any) -> None:
+    jobs.transition(job_uuid, ACTIVE, {"status": status, "finished_at": utcnow(), **fields})
+
+
+@shared_task(bind=True, name="tfgen.generate", acks_late=True, reject_on_worker_lost=True)
+def generate(self: Task, job_uuid: str) -> str:
+    """Run job ``job_uuid`` through fetch, render, validate and publish."""
+    svc: Services = current_app.extensions["tfgen"]
+    config = current_app.config
+    jobs = svc.jobs
+    record = jobs.get(job_uuid)
+    if record is None:
+        log.warning("job %s has no record (expired or never written); dropped", job_uuid)
+        return "MISSING"
+    record = expire_overdue(jobs, record, config)
+    if record.final:
+        return record.status  # redelivered after it ended, or canceled while queued
+    if record.cancel_requested:
+        _finish(jobs, job_uuid, "REVOKED", error=Canceled("canceled by the user").to_dict())
+        return "REVOKED"
+    now = utcnow()
+    started = jobs.transition(job_uuid, ACTIVE, {
+        "status": "STARTED", "started_at": record.started_at or now,
+        "attempt_started_at": now, "attempts": 1, "worker": self.request.hostname,
+        "error": None,
+    })
+    if started is None:
+        return "SKIPPED"
+
+    def on_stage(stage: str) -> None:
+        jobs.transition(job_uuid, RUNNING, {
+            "status": "PROGRESS", "stage": stage,
+            "stages": [{"stage": stage, "at": utcnow(), "attempt": started.attempts}],
+        })
+
+    def check_canceled() -> None:
+        current = jobs.get(job_uuid)
+        if current is not None and current.cancel_requested:
+            raise Canceled("canceled by the user")
+
+    try:
+        result = svc.pipeline.run(job_uuid, started.job_request, started.owner,
+                                  on_stage=on_stage, check_canceled=check_canceled)
+    except Canceled as e:
+        _finish(jobs, job_uuid, "REVOKED", error=e.to_dict())
+        return "REVOKED"
+    except SoftTimeLimitExceeded:
+        limit = config["JOB_SOFT_TIME_LIMIT"]
+        _finish(jobs, job_uuid, "FAILURE", error={
+            "code": "TIMEOUT", "retryable": True,
+            "message": f"job exceeded its time limit ({limit} s)"})
+        return "FAILURE"
+    except TfgenError as e:
+        max_retries = int(config["JOB_MAX_RETRIES"])
+        if e.retryable and self.request.retries < max_retries:
+            countdown = retry_countdown(self.request.retries, int(config["JOB_RETRY_BACKOFF_MAX"]),
+                                        e.details.get("retry_after"))
+            jobs.transition(job_uuid, RUNNING, {
+                "status": "RETRY", "error": e.to_dict(),
+                "stages": [{"stage": "retry", "at": utcnow(), "attempt": started.attempts,
+                            "countdown": round(countdown, 1), "code": e.code}],
+            })
+            raise self.retry(countdown=countdown, exc=e, max_retries=max_retries) from e
+        _finish(jobs, job_uuid, "FAILURE", error=e.to_dict())
+        return "FAILURE"
+    except Exception:
+        log.exception("job %s failed unexpectedly", job_uuid)
+        _finish(jobs, job_uuid, "FAILURE", error={
+            "code": "INTERNAL", "retryable": False,
+            "message": "internal error; the operators have the details in the logs"})
+        return "FAILURE"
+    _finish(jobs, job_uuid, "SUCCESS", stage="done", result=dict(result),
+            stages=[{"stage": "done", "at": utcnow(), "attempt": started.attempts}])
+    return "SUCCESS"
+
+
+@task_revoked.connect
+def _on_revoked(sender: Any = None, request: Any = None, expired: bool = False,
+                **_: Any) -> None:
+    """A message that waited past ``JOB_QUEUE_EXPIRES`` ends its job as TIMEOUT."""
+    if not expired or request is None:
+        return
+    flask_app = getattr(getattr(sender, "app", None), "flask_app", None)
+    if flask_app is None:
+        return
+    with flask_app.app_context():
+        jobs: JobStore = flask_app.extensions["tfgen"].jobs
+        _finish(jobs, request.id, "FAILURE", error={
+            "code": "TIMEOUT", "retryable": True,
+            "message": "job waited in the queue longer than JOB_QUEUE_EXPIRES"})
