@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from celery import Celery, Task

@@ -153,8 +153,8 @@ def load_settings(
         "LOG_LEVEL": env.get("LOG_LEVEL", "INFO"),
         "LOG_FORMAT": env.get("LOG_FORMAT", "json" if app_env == "prod" else "console"),
         "RESTX_MASK_SWAGGER": False,
-        "ERROR_404_HELP": False,
-        "BUNDLE_ERRORS": True,
+        "RESTX_ERROR_404_HELP": False,
+        "RESTX_BUNDLE_ERRORS": True,
     }
     cfg["CELERY"] = {
         "broker_url": broker,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from flask import g
+from flask import g, request
 from flask_restx import Api
 from werkzeug.exceptions import HTTPException
 
@@ -54,9 +54,10 @@ def register_error_handlers(api: Api) -> None:
         status = e.code or 500
         data = getattr(e, "data", None) or {}
         errors = data.get("errors")
-        if status == 400 and not errors and "JSON" in (e.description or ""):
-            errors = {"body": "not valid JSON"}
         message = data.get("message") or e.description or "error"
+        if status == 400 and not errors and request.is_json \
+                and request.get_json(silent=True) is None:
+            message, errors = "request body is not valid JSON", {"body": "not valid JSON"}
         code = "VALIDATION_ERROR" if status == 400 else HTTP_CODES.get(status, "HTTP_ERROR")
         body = error_body(message, code, _field_errors(errors) if errors else None)
         e.data = body  # flask-restx answers with ``e.data`` over a handler's body when set

@@ -21,7 +21,7 @@ IDENT = r"^[a-z][a-z0-9_]{0,29}$"
 
 generate_request = ns.model("GenerateRequest", {
     "cloud_id": fields.String(required=True, pattern=IDENT, max_length=30, example="aws",
-                              description="Cloud of the request (a catalog pair with resource_type)"),
+                              description="Cloud of the request (a catalog pair with its type)"),
     "resource_type": fields.String(required=True, pattern=IDENT, max_length=30, example="rds"),
     "request_id": fields.Integer(required=True, min=1, example=42,
                                  description="Row id in v_<cloud_id>_<resource_type>_requests"),

@@ -42,5 +42,5 @@ def _ping_broker() -> None:
     try:
         with celery.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
-    except Exception as e:  # noqa: BLE001 - any failure means "not ready"
+    except Exception as e:
         raise OSError(f"broker: {type(e).__name__}") from e

@@ -78,7 +78,7 @@ def cancel(jobs: JobStore, record: JobRecord) -> JobRecord | None:
         celery = current_app.extensions["celery"]
         try:
             celery.control.revoke(record.uuid)
-        except Exception:  # noqa: BLE001 - the record already says REVOKED; revoke is a hint
+        except Exception:
             current_app.logger.warning("revoke broadcast failed for %s", record.uuid)
         return done
     # Running: the worker checks the flag between stages.

@@ -31,9 +31,9 @@ __all__ = [
     "JobRecord",
     "JobStore",
     "RedisJobStore",
+    "SqlJobStore",
     "deadline",
     "expire_overdue",
-    "SqlJobStore",
     "job_store_from_url",
     "utcnow",
 ]

@@ -10,7 +10,7 @@ types with firewall rules, ``v_<cloud>_<type>_requests_sg_ingress``.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -27,8 +27,8 @@ class ResourceType:
 
     cloud_id: str
     resource_type: str
-    columns: Sequence[sa.Column[Any]]
-    rule_columns: Sequence[sa.Column[Any]] = ()
+    columns: Callable[[], list[sa.Column[Any]]]
+    rule_columns: Callable[[], list[sa.Column[Any]]] | None = None
     rows: Sequence[Mapping[str, Any]] = ()
     rules: Sequence[Mapping[str, Any]] = ()
     templates: Mapping[str, str] = field(default_factory=dict)
@@ -148,7 +148,7 @@ resource "azurerm_storage_account" "sa_{{ id }}" {
 RESOURCE_TYPES: tuple[ResourceType, ...] = (
     ResourceType(
         "aws", "rds",
-        columns=[
+        columns=lambda: [
             *_common(),
             sa.Column("engine", sa.String(30), nullable=False),
             sa.Column("engine_version", sa.String(30), nullable=False),
@@ -184,14 +184,14 @@ RESOURCE_TYPES: tuple[ResourceType, ...] = (
     ),
     ResourceType(
         "aws", "ec2",
-        columns=[
+        columns=lambda: [
             *_common(),
             sa.Column("ami", sa.String(40), nullable=False),
             sa.Column("instance_type", sa.String(30), nullable=False),
             sa.Column("subnet_id", sa.String(40), nullable=False),
             sa.Column("vpc_id", sa.String(40), nullable=False),
         ],
-        rule_columns=_rule_columns(),
+        rule_columns=_rule_columns,
         rows=[
             {"id": 7, "name": "web-frontend-01", "module_version": "2.0.0",
              "gitlab_project_id": "platform/infra-live", "requested_by": "alice",
@@ -208,7 +208,7 @@ RESOURCE_TYPES: tuple[ResourceType, ...] = (
     ),
     ResourceType(
         "azure", "vm",
-        columns=[
+        columns=lambda: [
             *_common(),
             sa.Column("resource_group", sa.String(90), nullable=False),
             sa.Column("location", sa.String(40), nullable=False),
@@ -227,7 +227,7 @@ RESOURCE_TYPES: tuple[ResourceType, ...] = (
     ),
     ResourceType(
         "azure", "storage",
-        columns=[
+        columns=lambda: [
             *_common(),
             sa.Column("account_name", sa.String(24), nullable=False),
             sa.Column("resource_group", sa.String(90), nullable=False),
@@ -270,10 +270,10 @@ def _metadata(resource_types: Sequence[ResourceType]) -> tuple[sa.MetaData, dict
         ),
     }
     for rt in resource_types:
-        tables[rt.table_name] = sa.Table(rt.table_name, meta, *[c.copy() for c in rt.columns])
+        tables[rt.table_name] = sa.Table(rt.table_name, meta, *rt.columns())
         if rt.rule_columns:
             name = f"apex_{rt.cloud_id}_{rt.resource_type}_sg_ingress"
-            tables[name] = sa.Table(name, meta, *[c.copy() for c in rt.rule_columns])
+            tables[name] = sa.Table(name, meta, *rt.rule_columns())
     return meta, tables
 
 

@@ -146,7 +146,7 @@ class GitPublisher:
         try:
             self._git(repo, "push", "-q", "origin", f"{commit}:refs/heads/{change.branch}")
         except GitError as e:
-            if "rejected" in e.stderr or "non-fast-forward" in e.stderr or "fetch first" in e.stderr:
+            if any(word in e.stderr for word in ("rejected", "non-fast-forward", "fetch first")):
                 return None  # the branch moved under us: start again from its new head
             raise
         return PublishResult(commit_sha=commit, files=change.files, unchanged=False,
