@@ -412,7 +412,7 @@ class JwksCache:
         self._clock = clock
         self._lock = threading.Lock()
         self._keys: dict[str, jwt.PyJWK] | None = None
-        self._fetched_at = 0.0
+        self._refresh_due = float("-inf")
         self._failed_at: float | None = None
         self._forced_at: float | None = None
         self.fetch_count = 0
@@ -427,7 +427,7 @@ class JwksCache:
         with self._lock:
             now = self._clock()
             fetched_now = False
-            if self._keys is None or now - self._fetched_at >= self._ttl:
+            if now >= self._refresh_due:
                 fetched_now = self._refresh(now)
             key = self._known(kid)
             if key is None and not fetched_now and self._may_force(now):
@@ -454,13 +454,14 @@ class JwksCache:
             url = self._jwks_url()
             self.fetch_count += 1
             keys = parse_jwks(self._get_json(url))
+            if not keys:
+                raise ValueError(f"{url} lists no RS256/ES256 signing key")
         except (requests.RequestException, ValueError) as e:
-            self._failed_at = now
-            if self._keys is not None:
-                self._fetched_at = now  # keep serving stale keys until the next attempt
+            # Stale keys keep serving; the next attempt waits a cool-down, not a full TTL.
+            self._failed_at, self._refresh_due = now, now + self._cooldown
             log.warning("JWKS fetch failed, keeping %s cached keys: %s", len(self._keys or {}), e)
             return False
-        self._keys, self._fetched_at, self._failed_at = keys, now, None
+        self._keys, self._failed_at, self._refresh_due = keys, None, now + self._ttl
         log.info("JWKS fetched: %d signing keys (kids %s)", len(keys), sorted(keys))
         return True
 
