@@ -151,13 +151,14 @@ class AuthSettings:
             audience = _str_setting(config, "OIDC_AUDIENCE", "tfgen")
             jwks_url = None
         else:
-            issuer = _required(config, "OIDC_ISSUER").rstrip("/")
+            issuer = _required(config, "OIDC_ISSUER")  # compared verbatim with `iss`
             audience = _required(config, "OIDC_AUDIENCE")
             jwks_url = _optional(config, "OIDC_JWKS_URL")
             if app_env == "prod":
                 for name, url in (("OIDC_ISSUER", issuer), ("OIDC_JWKS_URL", jwks_url)):
                     if url is not None and not url.startswith("https://"):
                         raise ValueError(f"{name} must be an https:// URL when APP_ENV=prod")
+        base = issuer.rstrip("/")
         return cls(
             mode=mode,
             app_env=app_env,
@@ -171,9 +172,9 @@ class AuthSettings:
             jwks_cooldown=_int_setting(config, "OIDC_JWKS_COOLDOWN", 60, 1, 3600),
             jwks_timeout=float(_int_setting(config, "OIDC_JWKS_TIMEOUT", 5, 1, 30)),
             authorization_url=_optional(config, "OIDC_AUTHORIZATION_URL")
-            or (f"{issuer}/protocol/openid-connect/auth" if mode == "oidc" else None),
+            or (f"{base}/protocol/openid-connect/auth" if mode == "oidc" else None),
             token_url=_optional(config, "OIDC_TOKEN_URL")
-            or (f"{issuer}/protocol/openid-connect/token" if mode == "oidc" else None),
+            or (f"{base}/protocol/openid-connect/token" if mode == "oidc" else None),
             cloud_permissions=_cloud_permissions(config.get("CLOUD_PERMISSIONS")),
             admin_group=_optional(config, "ADMIN_GROUP"),
             realm=_str_setting(config, "AUTH_REALM", "tfgen"),
@@ -467,9 +468,10 @@ class JwksCache:
 
     def _jwks_url(self) -> str:
         if self._url is None:
-            discovery = f"{self._issuer}/.well-known/openid-configuration"
+            issuer = str(self._issuer)
+            discovery = f"{issuer.rstrip('/')}/.well-known/openid-configuration"
             document = self._get_json(discovery)
-            if document.get("issuer", "").rstrip("/") != self._issuer:
+            if document.get("issuer") != issuer:  # OpenID Connect Discovery 1.0, 4.3
                 raise ValueError(f"{discovery} names another issuer")
             jwks_uri = document.get("jwks_uri")
             if not isinstance(jwks_uri, str) or not jwks_uri:

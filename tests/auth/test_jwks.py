@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -217,3 +218,23 @@ def test_parse_jwks_keeps_only_rs256_and_es256_signing_keys() -> None:
     }
     with pytest.raises(ValueError, match="keys"):
         parse_jwks({"not": "a jwks"})
+
+
+def test_concurrent_flood_of_unknown_kids_fetches_once(
+    idp: IdentityProvider, clock: FakeClock
+) -> None:
+    verifier, _ = make_verifier(idp, clock)
+    verifier.verify(idp.mint())
+    tokens = [idp.mint(headers={"kid": f"bogus-{n}"}) for n in range(40)]
+
+    def attempt(token: str) -> str:
+        try:
+            verifier.verify(token)
+        except Unauthorized as e:
+            return e.message
+        return "accepted"
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = set(pool.map(attempt, tokens))
+    assert outcomes == {"unknown signing key"}
+    assert idp.jwks_fetches == 2

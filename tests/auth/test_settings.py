@@ -22,7 +22,7 @@ def settings(**overrides: Any) -> AuthSettings:
 def test_defaults() -> None:
     s = settings()
     assert s.mode == "oidc"
-    assert s.issuer == "https://idp.example/realms/tfgen"
+    assert s.issuer == "https://idp.example/realms/tfgen/"  # verbatim: compared with `iss`
     assert s.jwks_url is None  # discovered from the issuer
     assert s.username_claim == "preferred_username"
     assert s.groups_claim == "groups"
