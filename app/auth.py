@@ -177,8 +177,8 @@ class AuthSettings:
             or (f"{base}/protocol/openid-connect/token" if mode == "oidc" else None),
             cloud_permissions=_cloud_permissions(config.get("CLOUD_PERMISSIONS")),
             admin_group=_optional(config, "ADMIN_GROUP"),
-            realm=_str_setting(config, "AUTH_REALM", "tfgen"),
-            dev_key_path=Path(_str_setting(config, "AUTH_DEV_KEY_PATH", "var/dev-signing-key.pem")),
+            realm=_realm(config),
+            dev_key_path=Path(config.get("AUTH_DEV_KEY_PATH") or "var/dev-signing-key.pem"),
             protected_prefix=_str_setting(config, "AUTH_PROTECTED_PREFIX", "/api/v1/"),
             public_paths=_str_list(
                 config, "AUTH_PUBLIC_PATHS", ("/api/v1/docs", "/api/v1/swagger.json")
@@ -230,6 +230,13 @@ def _str_list(config: Mapping[str, Any], name: str, default: tuple[str, ...]) ->
     if not isinstance(items, Iterable) or not all(isinstance(i, str) for i in items):
         raise ValueError(f"{name} must be a list of strings")
     return tuple(items)
+
+
+def _realm(config: Mapping[str, Any]) -> str:
+    realm = _str_setting(config, "AUTH_REALM", "tfgen")
+    if not realm.isprintable() or '"' in realm or "\\" in realm:
+        raise ValueError("AUTH_REALM must be printable and hold no quote or backslash")
+    return realm
 
 
 def _cloud_permissions(value: Any) -> dict[str, frozenset[str]]:

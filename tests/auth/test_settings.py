@@ -61,6 +61,7 @@ def test_overrides_and_parsing() -> None:
         ({"CLOUD_PERMISSIONS": '{"aws-users": "aws"}'}, "CLOUD_PERMISSIONS"),
         ({"CLOUD_PERMISSIONS": '["aws"]'}, "CLOUD_PERMISSIONS"),
         ({"AUTH_MODE": "none"}, "AUTH_MODE"),
+        ({"AUTH_REALM": 'tf"gen'}, "AUTH_REALM"),
         ({"APP_ENV": "staging"}, "APP_ENV"),
         ({"APP_ENV": "prod", "OIDC_ISSUER": "http://idp.example/realms/t"}, "OIDC_ISSUER"),
         ({"APP_ENV": "prod", "OIDC_JWKS_URL": "http://idp.example/certs"}, "OIDC_JWKS_URL"),
