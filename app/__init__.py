@@ -15,10 +15,10 @@ from typing import Any
 from celery import Celery, Task
 from flask import Blueprint, Flask, Response, g, request
 
-from app.auth import init_auth
+from app.auth import init_auth, register_swagger_ui
 from app.extensions import api_v1
 from app.services import Services
-from config.settings import load_settings
+from config.settings import ConfigError, load_settings
 
 __all__ = ["celery_init_app", "create_app"]
 
@@ -48,7 +48,10 @@ def register_extensions(app: Flask) -> None:
     _make_embedded_dirs(app.config)
     app.extensions["tfgen"] = Services(app.config)
     celery_init_app(app)
-    init_auth(app)
+    try:
+        init_auth(app)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
 
 
 def _make_embedded_dirs(config: Mapping[str, Any]) -> None:
@@ -75,6 +78,7 @@ def register_apis(app: Flask) -> None:
     api.add_namespace(terraform_ns)
     api.add_namespace(jobs.ns)
     register_error_handlers(api)
+    register_swagger_ui(app, api)
     app.register_blueprint(blueprint)
     app.register_blueprint(health_bp)
     app.extensions["restx_api"] = api
@@ -97,8 +101,10 @@ def register_request_hooks(app: Flask) -> None:
 def register_cli(app: Flask) -> None:
     """Add the ``init-db`` and ``templates`` commands."""
     from app.cli import init_db_command
+    from app.cli_token import token_command
 
     app.cli.add_command(init_db_command)
+    app.cli.add_command(token_command)
 
 
 def celery_init_app(app: Flask) -> Celery:

@@ -21,6 +21,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 DAY = 24 * 3600
 
+_PASS_THROUGH = ("OIDC_", "AUTH_", "SWAGGER_UI_", "GITLAB_", "PUBLISH_", "FLOWER_")
+
+# Development and tests: who may submit for which cloud when CLOUD_PERMISSIONS is unset.
+_DEV_PERMISSIONS = {"aws-admins": ["aws"], "azure-admins": ["azure"], "tfgen-admins": ["*"]}
+
 
 class ConfigError(RuntimeError):
     """A setting is missing or invalid; the message names it."""
@@ -145,7 +150,9 @@ def load_settings(
         "OIDC_JWKS_URL": env.get("OIDC_JWKS_URL"),
         "OIDC_USERNAME_CLAIM": env.get("OIDC_USERNAME_CLAIM", "preferred_username"),
         "OIDC_GROUPS_CLAIM": env.get("OIDC_GROUPS_CLAIM", "groups"),
-        "CLOUD_PERMISSIONS": _json(env, "CLOUD_PERMISSIONS", {}),
+        "CLOUD_PERMISSIONS": _json(env, "CLOUD_PERMISSIONS",
+                                   {} if app_env == "prod" else _DEV_PERMISSIONS),
+        "AUTH_DEV_KEY_PATH": env.get("AUTH_DEV_KEY_PATH", str(var_dir / "dev-signing-key.pem")),
         "ADMIN_GROUP": env.get("ADMIN_GROUP", "tfgen-admins"),
         "SWAGGER_UI_OAUTH_CLIENT_ID": env.get("SWAGGER_UI_OAUTH_CLIENT_ID", "tfgen-swagger"),
         "SWAGGER_UI_OAUTH_REALM": env.get("SWAGGER_UI_OAUTH_REALM", "tfgen"),
@@ -191,10 +198,9 @@ def load_settings(
         }
     if overrides:
         cfg.update(overrides)
-    if app_env == "prod" and cfg["AUTH_MODE"] == "dev":
-        raise ConfigError("AUTH_MODE=dev is refused when APP_ENV=prod")
-    if cfg["AUTH_MODE"] == "oidc":
-        for name in ("OIDC_ISSUER", "OIDC_AUDIENCE", "OIDC_JWKS_URL"):
-            if not cfg.get(name):
-                raise ConfigError(f"{name} is required when AUTH_MODE=oidc")
+    # Finer settings of a part (OIDC_LEEWAY, GITLAB_MR_LABELS, ...) are read by that
+    # part from the config, with its own defaults and validation.
+    for name, value in env.items():
+        if name.startswith(_PASS_THROUGH) and name not in cfg:
+            cfg[name] = value
     return cfg

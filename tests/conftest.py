@@ -25,12 +25,14 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app import create_app
+from app.auth import mint_dev_token
 from app.core.schema import RESOURCE_TYPES, ResourceType, init_schema, load_demo
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("TFGEN_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
 PG_URL = os.environ.get("TFGEN_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 RUN_ID = uuid.uuid4().hex[:8]
+DEFAULT_GROUPS = "aws-admins,azure-admins"
 
 # A request type whose view sleeps ``delay_seconds`` per row in PostgreSQL: a slow
 # database makes a job's stages observable without touching tfgen's code.
@@ -193,15 +195,26 @@ class Stack:
         self.remote = Path(env["GIT_REMOTE"])
         self.worker: Worker | None = None
 
+    def auth(self, user: str = "alice", groups: str = DEFAULT_GROUPS,
+             roles: str = "") -> dict[str, str]:
+        """An ``Authorization`` header with a dev-mode token for ``user``."""
+        token = mint_dev_token(self.app, user, [g for g in groups.split(",") if g],
+                               roles=[r for r in roles.split(",") if r])
+        return {"Authorization": f"Bearer {token}"}
+
     def submit(self, body: Mapping[str, Any], user: str = "alice",
                headers: Mapping[str, str] | None = None) -> Any:
         """POST a job as ``user``."""
         return self.client.post("/api/v1/terraform/generate", json=dict(body),
-                                headers={**auth_headers(user), **(headers or {})})
+                                headers={**self.auth(user), **(headers or {})})
 
     def get(self, job_uuid: str, user: str = "alice") -> Any:
         """GET the job document as ``user``."""
-        return self.client.get(f"/api/v1/uuid/{job_uuid}", headers=auth_headers(user))
+        return self.client.get(f"/api/v1/uuid/{job_uuid}", headers=self.auth(user))
+
+    def delete(self, job_uuid: str, user: str = "alice") -> Any:
+        """DELETE (cancel) the job as ``user``."""
+        return self.client.delete(f"/api/v1/uuid/{job_uuid}", headers=self.auth(user))
 
     def wait(self, job_uuid: str, until: Callable[[dict[str, Any]], bool] | None = None,
              timeout: float = 90, user: str = "alice") -> dict[str, Any]:
@@ -222,14 +235,6 @@ class Stack:
         if self.worker:
             self.worker.stop()
         self.app.extensions["tfgen"].store.dispose()
-
-
-def auth_headers(user: str, groups: str = "") -> dict[str, str]:
-    """Headers that sign ``user`` in (the interim scheme until issue 6)."""
-    headers = {"X-Tfgen-User": user}
-    if groups:
-        headers["X-Tfgen-Groups"] = groups
-    return headers
 
 
 @pytest.fixture(scope="session")

@@ -88,10 +88,11 @@ class Generate(Resource):
         """Submit a generation job for one APEX request row."""
         body = request.get_json()
         principal = current_principal()
+        svc = services()
+        # The catalog is readable by every signed-in user: 404 before 403 leaks nothing.
+        svc.store.require_pair(body["cloud_id"], body["resource_type"])
         require_cloud(principal, body["cloud_id"])
         owner = resolve_owner(principal, body.get("on_behalf_of"))
-        svc = services()
-        svc.store.require_pair(body["cloud_id"], body["resource_type"])
         job = JobRecord(
             uuid=str(uuid.uuid4()), owner=owner, correlation_id=g.correlation_id,
             request={"cloud_id": body["cloud_id"], "resource_type": body["resource_type"],

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import Stack, auth_headers, free_port, sqlite_apex, stack_env
+from tests.conftest import Stack, free_port, sqlite_apex, stack_env
 
 BODY = {"cloud_id": "aws", "resource_type": "rds", "request_id": 42}
 
@@ -50,7 +50,7 @@ def test_bad_fields_answer_400_with_errors_per_field(
 
 def test_non_json_body_answers_400(stack: Stack) -> None:
     r = stack.client.post("/api/v1/terraform/generate", data="{not json",
-                          content_type="application/json", headers=auth_headers("alice"))
+                          content_type="application/json", headers=stack.auth("alice"))
     assert r.status_code == 400
     assert r.json["code"] == "VALIDATION_ERROR"
     assert "body" in r.json["errors"]
@@ -58,7 +58,7 @@ def test_non_json_body_answers_400(stack: Stack) -> None:
 
 def test_json_array_body_answers_400(stack: Stack) -> None:
     r = stack.client.post("/api/v1/terraform/generate", json=[BODY],
-                          headers=auth_headers("alice"))
+                          headers=stack.auth("alice"))
     assert r.status_code == 400
 
 
@@ -93,8 +93,37 @@ def test_broker_unreachable_answers_503_and_records_nothing(
         assert r.json["code"] == "QUEUE_UNAVAILABLE"
         prefix = env["JOB_KEY_PREFIX"]
         assert list(redis_client.scan_iter(f"{prefix}:*")) == []
-        listed = s.client.get("/api/v1/jobs", headers=auth_headers("alice"))
+        listed = s.client.get("/api/v1/jobs", headers=s.auth("alice"))
         assert listed.status_code == 200
         assert listed.json == []
     finally:
         s.close()
+
+
+def test_every_api_route_needs_a_token(stack: Stack) -> None:
+    for method, path in (("post", "/api/v1/terraform/generate"), ("get", "/api/v1/jobs"),
+                         ("get", "/api/v1/terraform/templates"),
+                         ("get", f"/api/v1/uuid/{uuid.uuid4()}")):
+        r = getattr(stack.client, method)(path, json=BODY)
+        assert r.status_code == 401, path
+        assert r.headers["WWW-Authenticate"].startswith("Bearer")
+        assert r.json["code"] == "UNAUTHORIZED"
+    assert stack.client.get("/health").status_code == 200
+
+
+def test_a_cloud_outside_the_callers_groups_answers_403(stack: Stack) -> None:
+    r = stack.client.post("/api/v1/terraform/generate", json=BODY,
+                          headers=stack.auth("carol", groups="azure-admins"))
+    assert r.status_code == 403
+    assert r.json["code"] == "FORBIDDEN"
+
+
+def test_on_behalf_of_needs_the_role(stack: Stack) -> None:
+    body = {**BODY, "on_behalf_of": "bob"}
+    r = stack.client.post("/api/v1/terraform/generate", json=body, headers=stack.auth("alice"))
+    assert r.status_code == 403
+    apex = stack.auth("apex-client", roles="tfgen.on_behalf_of")
+    r = stack.client.post("/api/v1/terraform/generate", json=body, headers=apex)
+    assert r.status_code == 202
+    doc = stack.wait(r.json["uuid"], user="bob")
+    assert doc["owner"] == "bob"

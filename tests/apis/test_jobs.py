@@ -7,7 +7,7 @@ import uuid
 import redis
 
 from app.core.pipeline import STAGES
-from tests.conftest import Stack, Worker, auth_headers, git
+from tests.conftest import Stack, Worker, git
 
 RDS = {"cloud_id": "aws", "resource_type": "rds", "request_id": 42}
 SLOW = {"cloud_id": "aws", "resource_type": "slowdb"}
@@ -18,8 +18,7 @@ def test_unknown_uuid_answers_404(stack: Stack) -> None:
         r = stack.get(job_uuid)
         assert r.status_code == 404
         assert r.json["code"] == "NOT_FOUND"
-        assert stack.client.delete(f"/api/v1/uuid/{job_uuid}",
-                                   headers=auth_headers("alice")).status_code == 404
+        assert stack.delete(job_uuid, "alice").status_code == 404
 
 
 def test_job_ends_success_with_one_commit_on_the_feature_branch(stack: Stack) -> None:
@@ -89,26 +88,25 @@ def test_another_users_job_looks_unknown(stack: Stack) -> None:
     unknown = stack.get(str(uuid.uuid4()), user="bob")
     assert as_bob.status_code == unknown.status_code == 404
     assert as_bob.json["message"] == unknown.json["message"]
-    assert stack.client.delete(f"/api/v1/uuid/{job_uuid}",
-                               headers=auth_headers("bob")).status_code == 404
+    assert stack.delete(job_uuid, "bob").status_code == 404
 
 
 def test_jobs_lists_the_callers_jobs_newest_first(stack: Stack) -> None:
     uuids = [stack.submit(RDS, user="dave").json["uuid"] for _ in range(3)]
     for job_uuid in uuids:
         stack.wait(job_uuid, user="dave")
-    listed = stack.client.get("/api/v1/jobs", headers=auth_headers("dave")).json
+    listed = stack.client.get("/api/v1/jobs", headers=stack.auth("dave")).json
     assert [j["uuid"] for j in listed] == list(reversed(uuids))
     assert {j["owner"] for j in listed} == {"dave"}
     admin = stack.client.get("/api/v1/jobs?user=dave",
-                             headers=auth_headers("root", groups="tfgen-admins")).json
+                             headers=stack.auth("root", groups="tfgen-admins")).json
     assert [j["uuid"] for j in admin] == list(reversed(uuids))
 
 
 def test_delete_of_a_finished_job_answers_409(stack: Stack) -> None:
     job_uuid = stack.submit(RDS).json["uuid"]
     stack.wait(job_uuid)
-    r = stack.client.delete(f"/api/v1/uuid/{job_uuid}", headers=auth_headers("alice"))
+    r = stack.delete(job_uuid, "alice")
     assert r.status_code == 409
     assert r.json["code"] == "CONFLICT"
 
@@ -136,7 +134,7 @@ def test_stages_of_a_running_job_are_observed_in_order(pg_stack: Stack) -> None:
 def test_cancel_of_a_running_job_ends_revoked_before_publishing(pg_stack: Stack) -> None:
     job_uuid = pg_stack.submit({**SLOW, "request_id": 2}).json["uuid"]
     pg_stack.wait(job_uuid, until=lambda d: d["stage"] == "fetch")
-    r = pg_stack.client.delete(f"/api/v1/uuid/{job_uuid}", headers=auth_headers("alice"))
+    r = pg_stack.delete(job_uuid, "alice")
     assert r.status_code == 202
     assert r.json["cancel_requested"] is True
     doc = pg_stack.wait(job_uuid)
@@ -151,7 +149,7 @@ def test_cancel_of_a_queued_job_ends_revoked_and_never_runs(
 ) -> None:
     job_uuid = idle_stack.submit(RDS).json["uuid"]
     assert idle_stack.get(job_uuid).json["status"] == "PENDING"
-    r = idle_stack.client.delete(f"/api/v1/uuid/{job_uuid}", headers=auth_headers("alice"))
+    r = idle_stack.delete(job_uuid, "alice")
     assert r.status_code == 202
     assert r.json["status"] == "REVOKED"
     assert r.json["error"]["code"] == "CANCELED"
