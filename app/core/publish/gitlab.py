@@ -133,6 +133,7 @@ class _Conversation:
         self.calls = 0
         self.deadline = time.monotonic() + policy.max_retry_time
         self.last_headers: Mapping[str, str] = {}
+        self.unclear_writes = 0  # POSTs that failed without a definite answer, so far
         self._token = token
         self._label = label
 
@@ -164,7 +165,11 @@ class _Conversation:
 
     def write(self, what: str, call: Callable[[], T]) -> T:
         """Run a POST. A 429 is repeated (GitLab did nothing); other transient failures
-        raise ``_Ambiguous`` after the backoff, for the caller to re-read the state."""
+        raise ``_Ambiguous`` after the backoff, for the caller to re-read the state.
+
+        Unclear failures count across the whole publish, so the backoff keeps growing
+        and the count bound holds even though each one starts a fresh plan.
+        """
         attempt = 0
         while True:
             try:
@@ -172,10 +177,13 @@ class _Conversation:
             except _Missing as e:
                 raise GitLabNotFound(f"{self._label}: {what}: {self.scrub(e)}") from e
             except _Transient as e:
-                self.wait(what, attempt, e)
-                attempt += 1
-                if not e.rate_limited:
-                    raise _Ambiguous(e.reason) from e
+                if e.rate_limited:
+                    self.wait(what, attempt, e)
+                    attempt += 1
+                    continue
+                self.wait(what, self.unclear_writes, e)
+                self.unclear_writes += 1
+                raise _Ambiguous(e.reason) from e
 
     def wait(self, what: str, attempt: int, failure: _Transient) -> None:
         """Sleep before retry ``attempt + 1``, or raise ``GitLabUnavailable`` when the
@@ -230,7 +238,8 @@ class _Conversation:
             delay = _rate_limit_delay(self.last_headers)
             return _Transient("429 rate limited", rate_limited=True, delay=delay)
         if status is None or status >= 500:
-            return _Transient(f"{status}: {message}" if status else message)
+            reason = f"{status}: {message}" if status else message
+            return _Transient(reason, delay=_rate_limit_delay(self.last_headers))
         return _Rejected(status, message)
 
 
