@@ -16,7 +16,7 @@ import redis
 
 from app.core.locks import LocalLocks, LockTimeout, RedisLocks
 from app.core.model import Change, RenderedFile, Secret, branch_name, file_path
-from app.core.publish.gitlab import GitLabPublisher
+from app.core.publish.gitlab import GitLabPublisher, _rate_limit_delay
 from app.errors import GitLabAuth, GitLabNotFound, GitLabUnavailable
 from tests.stubs.fixtures import ALICE, BOB, EVE, PROJECT, RITA
 from tests.stubs.gitlab_server import (
@@ -547,3 +547,30 @@ def test_200_publishes_with_30_percent_faults(gitlab_stub: GitLabStub) -> None:
     assert gitlab_stub.refused == []
     faults = [r.fault for r in gitlab_stub.requests if r.fault]
     assert {"500", "429", "reset", "lost"} <= set(faults)
+
+
+def test_unclear_post_failures_are_bounded_per_publish(gitlab_stub: GitLabStub) -> None:
+    gitlab_stub.fail_next("502", method="POST", pattern=P_COMMITS, times=50)
+
+    with pytest.raises(GitLabUnavailable):
+        make_publisher(gitlab_stub, max_retries=3).publish(make_change())
+
+    assert calls(gitlab_stub, "POST", P_COMMITS) == 4
+    assert calls(gitlab_stub, "GET", P_BRANCH) == 4  # each unclear POST re-read first
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"Retry-After": "7"}, 7.0),
+        ({"Retry-After": "1.5", "RateLimit-Reset": "0"}, 1.5),
+        ({"Retry-After": "Thu, 01 Jan 1970 00:00:00 GMT"}, 0.0),  # a date in the past
+        ({"RateLimit-Reset": "0"}, 0.0),
+        ({"Retry-After": "soon"}, None),
+        ({}, None),
+    ],
+)
+def test_rate_limit_delay_reads_gitlab_headers(
+    headers: dict[str, str], expected: float | None
+) -> None:
+    assert _rate_limit_delay(headers) == expected
