@@ -377,7 +377,9 @@ class GitLabPublisher:
         for _ in range(self._policy.max_retries + 1):
             plan = self._plan(talk, project, change, read_target=read_target)
             if not plan.actions:
-                commit_sha, unchanged = plan.head, not maybe_committed
+                # After an unclear POST, files found on the branch are that commit's.
+                commit_sha = plan.head
+                unchanged = not (maybe_committed and plan.branch_exists)
                 break
             payload = self._commit_payload(change, plan)
             try:
