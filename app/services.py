@@ -10,10 +10,14 @@ from collections.abc import Mapping
 from functools import cached_property
 from typing import Any
 
+import redis
+
 from app.core.jobs import JobStore, job_store_from_url
-from app.core.model import Publisher
+from app.core.locks import LocalLocks, LockFactory, RedisLocks
+from app.core.model import Publisher, Secret
 from app.core.pipeline import Pipeline
 from app.core.publish.git import GitPublisher
+from app.core.publish.gitlab import GitLabPublisher
 from app.core.render import Renderer
 from app.core.store import ApexStore, StoreSettings
 from app.core.validate import Validator
@@ -40,11 +44,35 @@ class Services:
                                   ttl=int(self.config["JOB_RESULT_TTL"]))
 
     @cached_property
+    def locks(self) -> LockFactory:
+        """Per-branch publish locks: in Redis when there is one, else in-process."""
+        url = self.config.get("PUBLISH_LOCK_URL")
+        if url:
+            client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=10)
+            # The lock outlives the longest publish: the job's hard time limit.
+            return RedisLocks(client, prefix=f"{self.config['JOB_KEY_PREFIX']}:lock:",
+                              timeout=float(self.config["JOB_TIME_LIMIT"]))
+        return LocalLocks()
+
+    @cached_property
     def publisher(self) -> Publisher:
         """The configured publisher (``git`` or ``gitlab``)."""
-        if self.config["PUBLISHER"] == "gitlab":
-            raise NotImplementedError("PUBLISHER=gitlab arrives with issue 5")
-        return GitPublisher(self.config["GIT_REMOTE"])
+        c = self.config
+        if c["PUBLISHER"] == "gitlab":
+            return GitLabPublisher(
+                c["GITLAB_URL"],
+                fallback_token=Secret(c["GITLAB_TOKEN"]) if c["GITLAB_TOKEN"] else None,
+                labels=c["GITLAB_MR_LABELS"],
+                assignee_id=c["GITLAB_MR_ASSIGNEE_ID"],
+                reviewer_ids=c["GITLAB_MR_REVIEWER_IDS"],
+                lock_factory=self.locks,
+                max_retries=c["GITLAB_MAX_RETRIES"],
+                backoff_base=c["GITLAB_BACKOFF_BASE"],
+                max_retry_time=c["GITLAB_RETRY_MAX_TIME"],
+                request_timeout=c["GITLAB_REQUEST_TIMEOUT"],
+                ssl_verify=c["GITLAB_SSL_VERIFY"],
+            )
+        return GitPublisher(c["GIT_REMOTE"], lock_factory=self.locks)
 
     @cached_property
     def pipeline(self) -> Pipeline:

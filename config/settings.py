@@ -31,10 +31,6 @@ class ConfigError(RuntimeError):
     """A setting is missing or invalid; the message names it."""
 
 
-def _bool(value: str) -> bool:
-    return value.strip().lower() in {"1", "true", "yes", "on"}
-
-
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -53,6 +49,34 @@ def _json(env: Mapping[str, str], name: str, default: Any) -> Any:
         return json.loads(raw)
     except ValueError as e:
         raise ConfigError(f"{name} must be JSON: {e}") from e
+
+
+def _list(env: Mapping[str, str], name: str) -> list[str]:
+    return [part.strip() for part in env.get(name, "").split(",") if part.strip()]
+
+
+def _ints(env: Mapping[str, str], name: str) -> list[int]:
+    try:
+        return [int(part) for part in _list(env, name)]
+    except ValueError as e:
+        raise ConfigError(f"{name} must be comma-separated integers") from e
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    try:
+        return float(raw) if raw else default
+    except ValueError as e:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from e
+
+
+def _ssl_verify(value: str) -> bool | str:
+    lowered = value.strip().lower()
+    if lowered in {"true", "1", "yes"}:
+        return True
+    if lowered in {"false", "0", "no"}:
+        return False
+    return value  # a CA bundle path
 
 
 def _embedded_paths(var_dir: Path) -> dict[str, str]:
@@ -144,6 +168,16 @@ def load_settings(
         "GITLAB_URL": setting("GITLAB_URL") if publisher == "gitlab" else env.get("GITLAB_URL"),
         "GITLAB_TOKEN": env.get("GITLAB_TOKEN") or None,
         "GITLAB_TARGET_BRANCH": env.get("GITLAB_TARGET_BRANCH", "main"),
+        "GITLAB_MR_LABELS": _list(env, "GITLAB_MR_LABELS"),
+        "GITLAB_MR_ASSIGNEE_ID": _int(env, "GITLAB_MR_ASSIGNEE_ID", 0) or None,
+        "GITLAB_MR_REVIEWER_IDS": _ints(env, "GITLAB_MR_REVIEWER_IDS"),
+        "GITLAB_MAX_RETRIES": _int(env, "GITLAB_MAX_RETRIES", 5),
+        "GITLAB_RETRY_MAX_TIME": _float(env, "GITLAB_RETRY_MAX_TIME", 60.0),
+        "GITLAB_BACKOFF_BASE": _float(env, "GITLAB_BACKOFF_BASE", 0.5),
+        "GITLAB_REQUEST_TIMEOUT": _float(env, "GITLAB_REQUEST_TIMEOUT", 15.0),
+        "GITLAB_SSL_VERIFY": _ssl_verify(env.get("GITLAB_SSL_VERIFY", "true")),
+        "PUBLISH_LOCK_URL": env.get("PUBLISH_LOCK_URL")
+        or (broker if broker.startswith(("redis://", "rediss://")) else None),
         "AUTH_MODE": env.get("AUTH_MODE", "oidc" if app_env == "prod" else "dev"),
         "OIDC_ISSUER": env.get("OIDC_ISSUER"),
         "OIDC_AUDIENCE": env.get("OIDC_AUDIENCE"),

@@ -20,27 +20,13 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
+from app.core.locks import LocalLocks, LockFactory
 from app.core.model import Change, PublishResult
 from app.errors import GitLabNotFound, GitLabUnavailable
 
 __all__ = ["GitError", "GitPublisher"]
-
-_LOCKS: dict[str, threading.Lock] = {}
-_LOCKS_GUARD = threading.Lock()
-
-
-@contextmanager
-def _local_lock(key: str) -> Iterator[None]:
-    with _LOCKS_GUARD:
-        lock = _LOCKS.setdefault(key, threading.Lock())
-    with lock:
-        yield
-
 
 class GitError(RuntimeError):
     """A git command failed; ``stderr`` holds its message."""
@@ -61,14 +47,14 @@ class GitPublisher:
         *,
         author_name: str = "tfgen",
         author_email: str = "tfgen@localhost",
-        lock_factory: Callable[[str], AbstractContextManager[object]] | None = None,
+        lock_factory: LockFactory | None = None,
         timeout: float = 60.0,
         push_attempts: int = 3,
     ) -> None:
         self.remote = remote
         self.author_name = author_name
         self.author_email = author_email
-        self.lock_factory = lock_factory or _local_lock
+        self.lock_factory = lock_factory or LocalLocks()
         self.timeout = timeout
         self.push_attempts = push_attempts
 
