@@ -57,7 +57,8 @@ def register_extensions(app: Flask) -> None:
 def _make_embedded_dirs(config: Mapping[str, Any]) -> None:
     # The embedded defaults keep their files under VAR_DIR: make the folders they need.
     options = config["CELERY"]["broker_transport_options"]
-    folders = [config["VAR_DIR"], options.get("data_folder_in"), options.get("processed_folder")]
+    folders = [config["VAR_DIR"], options.get("data_folder_in"), options.get("processed_folder"),
+               options.get("control_folder")]
     backend = str(config["CELERY"].get("result_backend") or "")
     if backend.startswith("file://"):
         folders.append(backend.removeprefix("file://"))

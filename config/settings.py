@@ -228,6 +228,8 @@ def load_settings(
             "data_folder_in": str(queue_dir),
             "data_folder_out": str(queue_dir),
             "processed_folder": str(var_dir / "queue-processed"),
+            # kombu defaults this to ./control, in whatever directory the process runs.
+            "control_folder": str(var_dir / "queue-control"),
             "store_processed": False,
         }
     if overrides:
