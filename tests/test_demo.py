@@ -1,0 +1,81 @@
+"""The README's first command: ``bash run/demo.sh`` runs a whole job on embedded defaults.
+
+Embedded means no server: SQLite for the APEX schema and the job records, Celery on its
+``filesystem://`` queue, a bare git repository as the remote; the API runs under
+gunicorn and the worker is a real ``celery -A tasks worker``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_demo(var: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("CELERY_", "DATABASE_", "JOB_", "GIT_", "PUBLISHER"))}
+    env.update(TFGEN_VENV=sys.prefix, TFGEN_VAR_DIR=str(var))
+    return subprocess.run(["bash", str(ROOT / "run" / "demo.sh"), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=240)
+
+
+def job_document(stdout: str) -> dict:
+    return json.loads(stdout)
+
+
+def processes_with_env(entry: str) -> list[int]:
+    """Pids of live processes whose environment holds ``entry`` (NAME=value)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if entry.encode() in environ:
+            found.append(int(proc.name))
+    return found
+
+
+@pytest.mark.parametrize(("args", "path"), [
+    ((), "aws/rds/orders-db.tf"),
+    (("aws", "ec2", "7"), "aws/ec2/"),
+])
+def test_demo_ends_with_success_and_a_commit_on_the_feature_branch(
+        tmp_path: Path, args: tuple[str, ...], path: str) -> None:
+    var = tmp_path / "demo"
+    done = run_demo(var, *args)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    doc = job_document(done.stdout)
+    assert doc["status"] == "SUCCESS" and doc["stage"] == "done"
+    assert [s["stage"] for s in doc["stages"]] == ["fetch", "render", "validate", "publish", "done"]
+    result = doc["result"]
+    branch = result["branch"]
+    cloud, rtype = doc["request"]["cloud_id"], doc["request"]["resource_type"]
+    assert branch.startswith(f"feature/{cloud}-{rtype}-")
+    assert result["files"][0]["path"].startswith(path)
+
+    git = ["git", "--git-dir", str(var / "remote.git")]
+    head = subprocess.run([*git, "rev-parse", branch], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    assert head == result["commit"]["sha"]
+    message = subprocess.run([*git, "log", "-1", "--format=%B", branch], capture_output=True,
+                             text=True, check=True).stdout
+    assert f"Tfgen-Job: {doc['uuid']}" in message
+    # The demo stopped what it started: nothing listens or runs from its folder any more.
+    assert processes_with_env(f"TFGEN_VAR_DIR={var}") == []
+
+
+def test_demo_fails_loudly_for_a_request_the_catalog_lacks(tmp_path: Path) -> None:
+    done = run_demo(tmp_path / "demo", "gcp", "vm", "1")
+    assert done.returncode != 0
+    assert "expected 202, got 404" in done.stderr
