@@ -117,7 +117,8 @@ class StoreSettings:
             ``postgresql+psycopg://...``).
         schema: Schema (Oracle: owner) holding the APEX objects when it is not the
             connecting user's own; ``None`` for the default schema.
-        pool_size: Connections kept open per process.
+        pool_size: Connections kept open per process; 0 opens a new connection for
+            every use (for an external pooler such as Oracle DRCP or PgBouncer).
         max_overflow: Extra connections allowed above ``pool_size`` under load.
         pool_timeout: Seconds to wait for a free pooled connection.
         pool_recycle: Seconds after which a pooled connection is replaced (keep it
@@ -189,7 +190,9 @@ def create_engine(settings: StoreSettings) -> Engine:
         "pool_pre_ping": settings.pool_pre_ping,
         "connect_args": _connect_args(url, settings.connect_timeout),
     }
-    if not (url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")):
+    if settings.pool_size == 0:
+        kwargs["poolclass"] = sa.pool.NullPool  # a new connection per use (DRCP, PgBouncer)
+    elif not (url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")):
         kwargs.update(pool_size=settings.pool_size, max_overflow=settings.max_overflow,
                       pool_timeout=settings.pool_timeout, pool_recycle=settings.pool_recycle)
     return sa.create_engine(url, **kwargs)

@@ -337,6 +337,16 @@ def test_pool_size_and_timeout_come_from_settings(apex: Apex) -> None:
         store.dispose()
 
 
+def test_pool_size_zero_opens_a_connection_per_use(apex: Apex) -> None:
+    store = apex.store(pool_size=0)
+    try:
+        assert isinstance(store.engine.pool, sa.pool.NullPool)
+        assert store.load(EC2)[0].row["id"] == 7
+        assert store.engine.pool.status() == "NullPool"
+    finally:
+        store.dispose()
+
+
 # --- Oracle: compiled, not run ---------------------------------------------------------
 
 
