@@ -19,8 +19,10 @@ def init_db_command(demo: bool) -> None:
     engine = svc.store.engine
     if engine.dialect.name == "oracle":
         raise click.ClickException("refusing to create tables in Oracle: APEX owns that schema")
-    init_schema(engine)
+    schema = svc.store.settings.schema
+    init_schema(engine, schema=schema)
     if demo:
-        load_demo(engine)
-    click.echo(f"schema ready on {engine.url.render_as_string(hide_password=True)}"
-               + (" with demo data" if demo else ""))
+        load_demo(engine, schema=schema)
+    where = engine.url.render_as_string(hide_password=True) + (f" (schema {schema})"
+                                                                if schema else "")
+    click.echo(f"schema ready on {where}" + (" with demo data" if demo else ""))

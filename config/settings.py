@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,27 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         return float(raw) if raw else default
     except ValueError as e:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from e
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"true", "1", "yes", "on"}:
+        return True
+    if raw in {"false", "0", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _schema(env: Mapping[str, str], name: str) -> str | None:
+    # Written unquoted in SQL: lower case, so that Oracle folds it to the owner's name.
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return None
+    if not re.fullmatch(r"[a-z][a-z0-9_]{0,127}", raw):
+        raise ConfigError(f"{name} must be a plain schema name, got {raw!r}")
+    return raw
 
 
 def _ssl_verify(value: str) -> bool | str:
@@ -147,9 +169,13 @@ def load_settings(
         "TESTING": app_env == "test",
         "VAR_DIR": str(var_dir),
         "DATABASE_URL": setting("DATABASE_URL"),
-        "DB_POOL_SIZE": _int(env, "DB_POOL_SIZE", 5),
-        "DB_POOL_TIMEOUT": _int(env, "DB_POOL_TIMEOUT", 10),
-        "DB_CONNECT_TIMEOUT": _int(env, "DB_CONNECT_TIMEOUT", 5),
+        "DATABASE_SCHEMA": _schema(env, "DATABASE_SCHEMA"),
+        "DATABASE_POOL_SIZE": _int(env, "DATABASE_POOL_SIZE", 5),
+        "DATABASE_MAX_OVERFLOW": _int(env, "DATABASE_MAX_OVERFLOW", 5),
+        "DATABASE_POOL_TIMEOUT": _float(env, "DATABASE_POOL_TIMEOUT", 10.0),
+        "DATABASE_POOL_RECYCLE": _int(env, "DATABASE_POOL_RECYCLE", 1800),
+        "DATABASE_POOL_PRE_PING": _bool(env, "DATABASE_POOL_PRE_PING", False),
+        "DATABASE_CONNECT_TIMEOUT": _float(env, "DATABASE_CONNECT_TIMEOUT", 5.0),
         "CATALOG_TTL": _int(env, "CATALOG_TTL", 30),
         "APEX_TEMPLATE_TABLE": env.get("APEX_TEMPLATE_TABLE", "tf_template"),
         "APEX_USERS_TABLE": env.get("APEX_USERS_TABLE", "users"),

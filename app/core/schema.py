@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Engine
 
 __all__ = ["RESOURCE_TYPES", "ResourceType", "drop_schema", "init_schema", "load_demo"]
@@ -44,6 +45,17 @@ class ResourceType:
         return f"v_{self.cloud_id}_{self.resource_type}_requests"
 
 
+# SQLite has no date type: store ISO 8601 text, so a view read without column types
+# hands the template the same string PostgreSQL's and Oracle's datetimes become.
+_DATETIME = sa.DateTime().with_variant(
+    sqlite.DATETIME(  # type: ignore[no-untyped-call]
+        storage_format="%(year)04d-%(month)02d-%(day)02dT%(hour)02d:%(minute)02d:%(second)02d",
+        regexp=r"(\d+)-(\d+)-(\d+)T(\d+):(\d+):(\d+)",
+    ),
+    "sqlite",
+)
+
+
 def _common() -> list[sa.Column[Any]]:
     return [
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
@@ -51,7 +63,7 @@ def _common() -> list[sa.Column[Any]]:
         sa.Column("module_version", sa.String(30), nullable=False),
         sa.Column("gitlab_project_id", sa.String(200)),
         sa.Column("requested_by", sa.String(128)),
-        sa.Column("created_at", sa.DateTime),
+        sa.Column("created_at", _DATETIME),
     ]
 
 
@@ -253,8 +265,10 @@ DEMO_USERS = (
 )
 
 
-def _metadata(resource_types: Sequence[ResourceType]) -> tuple[sa.MetaData, dict[str, sa.Table]]:
-    meta = sa.MetaData()
+def _metadata(
+    resource_types: Sequence[ResourceType], schema: str | None = None
+) -> tuple[sa.MetaData, dict[str, sa.Table]]:
+    meta = sa.MetaData(schema=schema)
     tables = {
         "tf_template": sa.Table(
             "tf_template", meta,
@@ -285,36 +299,57 @@ def _views(rt: ResourceType) -> list[tuple[str, str]]:
     return views
 
 
-def init_schema(engine: Engine, resource_types: Sequence[ResourceType] = RESOURCE_TYPES) -> None:
-    """Create the tables and views (idempotent)."""
-    meta, _ = _metadata(resource_types)
+def _qualified(name: str, schema: str | None) -> str:
+    return f"{schema}.{name}" if schema else name
+
+
+def init_schema(
+    engine: Engine, resource_types: Sequence[ResourceType] = RESOURCE_TYPES,
+    schema: str | None = None,
+) -> None:
+    """Create the tables and views (idempotent).
+
+    Args:
+        engine: A SQLite or PostgreSQL engine.
+        resource_types: The request types to create tables and views for.
+        schema: Create the objects in this schema (which must exist) instead of the
+            connection's default one.
+    """
+    meta, _ = _metadata(resource_types, schema)
     meta.create_all(engine)
-    inspector = sa.inspect(engine)
-    existing = set(inspector.get_view_names())
+    existing = set(sa.inspect(engine).get_view_names(schema=schema))
     with engine.begin() as conn:
         for rt in resource_types:
             for view, table in _views(rt):
                 if view not in existing:
-                    # Identifiers are this module's constants, never request data.
-                    ddl = f"CREATE VIEW {view} AS SELECT * FROM {table}"  # noqa: S608
+                    # Identifiers are this module's constants and the configured
+                    # schema name, never request data.
+                    ddl = (f"CREATE VIEW {_qualified(view, schema)} AS "  # noqa: S608
+                           f"SELECT * FROM {_qualified(table, schema)}")
                     conn.execute(sa.text(ddl))
 
 
-def drop_schema(engine: Engine, resource_types: Sequence[ResourceType] = RESOURCE_TYPES) -> None:
+def drop_schema(
+    engine: Engine, resource_types: Sequence[ResourceType] = RESOURCE_TYPES,
+    schema: str | None = None,
+) -> None:
     """Drop the views and tables created by ``init_schema``."""
-    existing = set(sa.inspect(engine).get_view_names())
+    existing = set(sa.inspect(engine).get_view_names(schema=schema))
     with engine.begin() as conn:
         for rt in resource_types:
             for view, _table in _views(rt):
                 if view in existing:
-                    conn.execute(sa.text(f"DROP VIEW {view}"))
-    meta, _ = _metadata(resource_types)
+                    conn.execute(sa.text(f"DROP VIEW {_qualified(view, schema)}"))
+    meta, _ = _metadata(resource_types, schema)
     meta.drop_all(engine)
 
 
-def load_demo(engine: Engine, resource_types: Sequence[ResourceType] = RESOURCE_TYPES) -> None:
+def load_demo(
+    engine: Engine, resource_types: Sequence[ResourceType] = RESOURCE_TYPES,
+    schema: str | None = None,
+) -> None:
     """Replace the demo rows, rules, templates and users (idempotent)."""
-    _, tables = _metadata(resource_types)
+    _, tables = _metadata(resource_types, schema)
     with engine.begin() as conn:
         for table in tables.values():
             conn.execute(table.delete())

@@ -2,101 +2,160 @@
 
 One set of queries for every database: Oracle (``oracle+oracledb``, thin mode) in
 production, SQLite embedded, PostgreSQL in tests. Domain code never branches on the
-dialect; only engine creation knows driver-specific connect options.
+dialect; only engine creation knows each driver's connect-timeout option.
 
 Round trips per job: one query loads the request row joined with its template for the
-row's ``module_version``, one loads its security-group rules (skipped when the optional
-view does not exist); the user's GitLab token costs one more at publish time.
+row's ``module_version``, one loads its security-group rules; the user's GitLab token
+costs one more at publish time. Connections run in autocommit with no reset on return
+and no pre-ping by default, so no ``BEGIN``, ``ROLLBACK`` or ping travels besides those
+queries. A pooled connection the database dropped is noticed on use and the read is
+retried once on a fresh one; any other outage is ``DatabaseUnavailable`` (retryable).
 
-View names are built only from catalog pairs matching ``IDENTIFIER``; every value is a
-bound parameter, so nothing from a request reaches SQL text.
+View names are built only from catalog pairs that match ``IDENTIFIER``; every value is
+a bound parameter, so nothing from a request reaches SQL text.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import re
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql import Select
 
 from app.core.model import JobRequest, ResourceRequest, Secret, Template
-from app.errors import DatabaseUnavailable, NotFound, RequestNotFound, TemplateNotFound
+from app.errors import (
+    DatabaseUnavailable,
+    InternalError,
+    NotFound,
+    RequestNotFound,
+    TemplateNotFound,
+)
 
-__all__ = ["IDENTIFIER", "ApexStore", "StoreSettings", "plain_value"]
+__all__ = ["IDENTIFIER", "ApexStore", "StoreSettings", "create_engine", "plain_value"]
 
-IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,29}$")
+log = logging.getLogger("tfgen.store")
 
-# Errors that mean "the database is not answering" (retry later), as opposed to a
-# statement the database refused (our bug or a schema mismatch).
-_UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
+# The design's identifier rule. Always used with ``fullmatch``: ``$`` alone would also
+# accept a trailing newline.
+IDENTIFIER = re.compile(r"[a-z][a-z0-9_]{0,29}")
+
+RULES_SUFFIX = "_sg_ingress"
+
+T = TypeVar("T")
+
+
+def is_identifier(value: object) -> bool:
+    """True when ``value`` is a string matching the design's identifier rule."""
+    return isinstance(value, str) and IDENTIFIER.fullmatch(value) is not None
 
 
 def plain_value(value: Any) -> Any:
     """Turn a driver value into what a template author expects.
 
-    LOBs and bytes become text, dates ISO strings, integral decimals ``int``
-    (Oracle returns every NUMBER as a number type), other decimals stay ``Decimal``.
+    Args:
+        value: A column value as the driver returned it.
+
+    Returns:
+        ``None``, ``bool``, ``int``, ``float`` and ``str`` as they are; LOBs (oracledb
+        ``LOB`` objects) and bytes as text; dates and times as ISO strings; integral
+        decimals as ``int`` (Oracle returns every ``NUMBER`` as a number type), other
+        decimals as ``Decimal``.
     """
     if value is None or isinstance(value, bool | int | str | float):
         return value
     if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else value
+        if value.is_finite() and value == value.to_integral_value():
+            return int(value)
+        return value
     if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value).decode("utf-8")
-    read = getattr(value, "read", None)  # oracledb LOB when not auto-converted
+    read = getattr(value, "read", None)  # oracledb LOB, when not fetched as a string
     if callable(read):
         return plain_value(read())
     return value
 
 
-def _plain_row(mapping: Mapping[str, Any]) -> dict[str, Any]:
+def _plain_row(mapping: Mapping[Any, Any]) -> dict[str, Any]:
     return {str(key).lower(): plain_value(val) for key, val in mapping.items()}
 
 
-class StoreSettings:
-    """Connection and naming settings of the APEX store."""
+def _rule_order(rule: Mapping[str, Any]) -> tuple[tuple[int, Any], ...]:
+    # Views promise no order; rules are sorted on every column so that the same data
+    # always renders the same file (and a re-run finds nothing changed).
+    key: list[tuple[int, Any]] = []
+    for value in rule.values():
+        if value is None:
+            key.append((2, ""))
+        elif isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+            key.append((0, value))
+        else:
+            key.append((1, str(value)))
+    return tuple(key)
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        pool_size: int = 5,
-        pool_timeout: int = 10,
-        connect_timeout: int = 5,
-        catalog_ttl: float = 30.0,
-        template_table: str = "tf_template",
-        users_table: str = "users",
-        request_view: str = "v_{cloud_id}_{resource_type}_requests",
-    ) -> None:
-        self.url = url
-        self.pool_size = pool_size
-        self.pool_timeout = pool_timeout
-        self.connect_timeout = connect_timeout
-        self.catalog_ttl = catalog_ttl
-        self.template_table = template_table
-        self.users_table = users_table
-        self.request_view = request_view
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """Connection, pool and naming settings of the APEX store.
+
+    Attributes:
+        url: SQLAlchemy URL (``oracle+oracledb://...``, ``sqlite:///...``,
+            ``postgresql+psycopg://...``).
+        schema: Schema (Oracle: owner) holding the APEX objects when it is not the
+            connecting user's own; ``None`` for the default schema.
+        pool_size: Connections kept open per process; 0 opens a new connection for
+            every use (for an external pooler such as Oracle DRCP or PgBouncer).
+        max_overflow: Extra connections allowed above ``pool_size`` under load.
+        pool_timeout: Seconds to wait for a free pooled connection.
+        pool_recycle: Seconds after which a pooled connection is replaced (keep it
+            below any firewall or database idle timeout).
+        pool_pre_ping: Ping each connection on checkout (one more round trip per use).
+        connect_timeout: Seconds to wait for a new connection.
+        catalog_ttl: Seconds the catalog (and a missing rules view) stays cached.
+        template_table: Name of the template table.
+        users_table: Name of the users table.
+        request_view: Request view name, with ``{cloud_id}`` and ``{resource_type}``.
+    """
+
+    url: str
+    schema: str | None = None
+    pool_size: int = 5
+    max_overflow: int = 5
+    pool_timeout: float = 10.0
+    pool_recycle: int = 1800
+    pool_pre_ping: bool = False
+    connect_timeout: float = 5.0
+    catalog_ttl: float = 30.0
+    template_table: str = "tf_template"
+    users_table: str = "users"
+    request_view: str = "v_{cloud_id}_{resource_type}_requests"
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> StoreSettings:
-        """Build from the application configuration mapping."""
+        """Build from the application configuration mapping (``DATABASE_*`` keys)."""
         return cls(
-            config["DATABASE_URL"],
-            pool_size=int(config.get("DB_POOL_SIZE", 5)),
-            pool_timeout=int(config.get("DB_POOL_TIMEOUT", 10)),
-            connect_timeout=int(config.get("DB_CONNECT_TIMEOUT", 5)),
+            url=config["DATABASE_URL"],
+            schema=config.get("DATABASE_SCHEMA") or None,
+            pool_size=int(config.get("DATABASE_POOL_SIZE", 5)),
+            max_overflow=int(config.get("DATABASE_MAX_OVERFLOW", 5)),
+            pool_timeout=float(config.get("DATABASE_POOL_TIMEOUT", 10)),
+            pool_recycle=int(config.get("DATABASE_POOL_RECYCLE", 1800)),
+            pool_pre_ping=bool(config.get("DATABASE_POOL_PRE_PING", False)),
+            connect_timeout=float(config.get("DATABASE_CONNECT_TIMEOUT", 5)),
             catalog_ttl=float(config.get("CATALOG_TTL", 30)),
             template_table=config.get("APEX_TEMPLATE_TABLE", "tf_template"),
             users_table=config.get("APEX_USERS_TABLE", "users"),
@@ -104,36 +163,68 @@ class StoreSettings:
         )
 
 
-def _connect_args(url: sa.engine.URL, timeout: int) -> dict[str, Any]:
+def _connect_args(url: sa.engine.URL, timeout: float) -> dict[str, Any]:
+    # The one place that knows drivers: each names its connect timeout differently.
     backend = url.get_backend_name()
     if backend == "sqlite":
-        return {"timeout": timeout}
+        return {"timeout": timeout}  # waiting for a lock, there is no network
     if backend == "postgresql":
-        return {"connect_timeout": timeout}
+        return {"connect_timeout": max(1, round(timeout))}
     if backend == "oracle":
         return {"tcp_connect_timeout": timeout}
     return {}
 
 
 def create_engine(settings: StoreSettings) -> Engine:
-    """Create the process's engine and pool, sized and timed out by configuration."""
+    """Create an engine and pool, sized and timed out by ``settings``.
+
+    Autocommit with no reset on return: tfgen only reads, each statement sees its own
+    read-committed snapshot anyway, and so no ``BEGIN`` or ``ROLLBACK`` costs a round
+    trip. Oracle is reached in python-oracledb's thin mode (SQLAlchemy's default), which
+    needs no Instant Client.
+    """
     url = sa.make_url(settings.url)
     kwargs: dict[str, Any] = {
-        "pool_pre_ping": True,
+        "isolation_level": "AUTOCOMMIT",
+        "pool_reset_on_return": None,
+        "pool_pre_ping": settings.pool_pre_ping,
         "connect_args": _connect_args(url, settings.connect_timeout),
     }
-    if not (url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")):
-        kwargs.update(pool_size=settings.pool_size, pool_timeout=settings.pool_timeout,
-                      max_overflow=settings.pool_size, pool_recycle=1800)
+    if settings.pool_size == 0:
+        kwargs["poolclass"] = sa.pool.NullPool  # a new connection per use (DRCP, PgBouncer)
+    elif not (url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")):
+        kwargs.update(pool_size=settings.pool_size, max_overflow=settings.max_overflow,
+                      pool_timeout=settings.pool_timeout, pool_recycle=settings.pool_recycle)
     return sa.create_engine(url, **kwargs)
+
+
+def _unavailable(e: BaseException) -> bool:
+    """True when ``e`` means the database is not answering, rather than refusing SQL."""
+    if isinstance(e, sa_exc.TimeoutError):  # no free pooled connection in time
+        return True
+    if isinstance(e, sa_exc.DBAPIError):
+        return e.connection_invalidated or isinstance(
+            e, sa_exc.OperationalError | sa_exc.InterfaceError)
+    return False
+
+
+def _describe(e: BaseException) -> str:
+    # Class names only: driver messages can carry host names and user names.
+    orig = getattr(e, "orig", None)
+    return type(orig or e).__name__
+
+
+class _StaleConnection(Exception):
+    """A pooled connection turned out dead on use; the read may be tried once more."""
 
 
 _STORES: weakref.WeakSet[ApexStore] = weakref.WeakSet()
 
 
 def _reset_after_fork() -> None:
-    # A pooled connection copied into a forked child (Celery prefork) must never be
-    # used by both processes: drop the child's copies without closing the parent's.
+    # A pooled connection copied into a forked child (Celery prefork, gunicorn) must
+    # never be used by both processes: drop the child's copies without closing the
+    # parent's sockets (SQLAlchemy's "engine.dispose(close=False)" recipe).
     for store in list(_STORES):
         store._after_fork()
 
@@ -144,7 +235,8 @@ os.register_at_fork(after_in_child=_reset_after_fork)
 class ApexStore:
     """Read-only access to the APEX schema.
 
-    One engine and pool per process, created on first use.
+    One engine and pool per process, created on first use and dropped in a forked
+    child. Thread-safe.
     """
 
     def __init__(self, settings: StoreSettings) -> None:
@@ -152,19 +244,16 @@ class ApexStore:
         self._engine: Engine | None = None
         self._lock = threading.Lock()
         self._catalog: tuple[float, dict[tuple[str, str], list[str]]] | None = None
-        self._views: dict[str, bool] = {}
-        self._meta = sa.MetaData()
-        self.templates = sa.Table(
-            settings.template_table, self._meta,
-            sa.Column("cloud_id", sa.String(30)),
-            sa.Column("resource_type", sa.String(30)),
-            sa.Column("module_version", sa.String(30)),
-            sa.Column("jinja_template", sa.Text),
+        self._missing_views: dict[str, float] = {}
+        self.templates = sa.table(
+            settings.template_table,
+            sa.column("cloud_id"), sa.column("resource_type"),
+            sa.column("module_version"), sa.column("jinja_template"),
+            schema=settings.schema,
         )
-        self.users = sa.Table(
-            settings.users_table, self._meta,
-            sa.Column("login", sa.String(128)),
-            sa.Column("gitlab_token", sa.String(256)),
+        self.users = sa.table(
+            settings.users_table, sa.column("login"), sa.column("gitlab_token"),
+            schema=settings.schema,
         )
         _STORES.add(self)
 
@@ -192,19 +281,41 @@ class ApexStore:
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
-        """A pooled connection; driver outages become ``DatabaseUnavailable``."""
+        """A pooled connection; outages become ``DatabaseUnavailable``.
+
+        Raises:
+            DatabaseUnavailable: The connection was refused, lost or timed out.
+        """
         try:
             with self.engine.connect() as conn:
                 yield conn
-        except _UNAVAILABLE as e:
-            raise DatabaseUnavailable(f"database unavailable: {type(e.orig or e).__name__}"
-                                      if isinstance(e, sa_exc.DBAPIError)
-                                      else f"database unavailable: {e}") from e
+        except (sa_exc.DBAPIError, sa_exc.TimeoutError) as e:
+            if not _unavailable(e):
+                raise
+            raise DatabaseUnavailable(f"database unavailable ({_describe(e)})") from e
+
+    def _read(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` on a pooled connection, once more if that one was found dead."""
+        for attempt in (1, 2):
+            try:
+                with self.connect() as conn:
+                    return work(conn)
+            except DatabaseUnavailable as e:
+                cause = e.__cause__
+                stale = isinstance(cause, sa_exc.DBAPIError) and cause.connection_invalidated
+                if attempt == 2 or not stale:
+                    raise
+                # SQLAlchemy has invalidated the pool's older connections too.
+                log.info("pooled database connection was dead (%s); reading again", e.message)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def ping(self) -> None:
-        """Run ``SELECT 1``-equivalent; raises ``DatabaseUnavailable``."""
-        with self.connect() as conn:
-            conn.execute(sa.select(sa.literal(1))).scalar_one()
+        """Run a ``SELECT 1`` equivalent.
+
+        Raises:
+            DatabaseUnavailable: The database did not answer.
+        """
+        self._read(lambda conn: conn.execute(sa.select(sa.literal(1))).scalar_one())
 
     # --- catalog -----------------------------------------------------------------------
 
@@ -212,55 +323,103 @@ class ApexStore:
         """Return ``{(cloud_id, resource_type): [module_version, ...]}``, cached.
 
         Only pairs whose both parts match ``IDENTIFIER`` are kept: a pair that could not
-        safely name a view is not a pair the API can accept.
+        safely name a view is not a pair the API can accept. When a refresh finds the
+        database unavailable, the previous catalog is served for another TTL.
+
+        Raises:
+            DatabaseUnavailable: The database did not answer and nothing is cached.
         """
         now = time.monotonic()
         cached = self._catalog
         if cached is not None and now - cached[0] < self.settings.catalog_ttl:
             return cached[1]
-        t = self.templates
+        t = self.templates.c
         query = (
-            sa.select(t.c.cloud_id, t.c.resource_type, t.c.module_version)
-            .order_by(t.c.cloud_id, t.c.resource_type, t.c.module_version)
+            sa.select(t.cloud_id, t.resource_type, t.module_version).distinct()
+            .order_by(t.cloud_id, t.resource_type, t.module_version)
         )
-        with self.connect() as conn:
-            rows = conn.execute(query).all()
+        try:
+            rows = self._read(lambda conn: conn.execute(query).all())
+        except DatabaseUnavailable:
+            if cached is None:
+                raise
+            log.warning("catalog refresh failed: database unavailable; serving the cached one")
+            self._catalog = (now, cached[1])
+            return cached[1]
         pairs: dict[tuple[str, str], list[str]] = {}
         for cloud_id, resource_type, version in rows:
-            if IDENTIFIER.match(cloud_id or "") and IDENTIFIER.match(resource_type or ""):
-                pairs.setdefault((cloud_id, resource_type), []).append(str(version))
+            if is_identifier(cloud_id) and is_identifier(resource_type):
+                pairs.setdefault((cloud_id, resource_type), []).append(str(plain_value(version)))
         self._catalog = (now, pairs)
         return pairs
 
+    def invalidate(self) -> None:
+        """Forget the cached catalog and missing views: the next call reads them again."""
+        self._catalog = None
+        self._missing_views = {}
+
     def require_pair(self, cloud_id: str, resource_type: str) -> tuple[str, str]:
-        """Return the catalog's own (cloud_id, resource_type) for the pair, or raise.
+        """Return the catalog's own (cloud_id, resource_type) strings for the pair.
 
         Raises:
             NotFound: The pair is not in the catalog (unknown, or not an identifier).
+            DatabaseUnavailable: The catalog could not be read.
         """
-        if not (IDENTIFIER.match(cloud_id) and IDENTIFIER.match(resource_type)):
-            raise NotFound(f"unknown cloud_id/resource_type pair {cloud_id!r}/{resource_type!r}")
+        unknown = NotFound(f"unknown cloud_id/resource_type pair {cloud_id!r}/{resource_type!r}")
+        if not (is_identifier(cloud_id) and is_identifier(resource_type)):
+            raise unknown
         for pair in self.catalog():
             if pair == (cloud_id, resource_type):
-                return pair
-        raise NotFound(f"unknown cloud_id/resource_type pair {cloud_id!r}/{resource_type!r}")
+                return pair  # the catalog's strings, not the caller's
+        raise unknown
 
-    def _view(self, cloud_id: str, resource_type: str, suffix: str = "") -> sa.TableClause:
-        # Names come from the catalog's own strings, re-checked: never from the caller.
+    # --- statements ----------------------------------------------------------------------
+
+    def request_view(self, cloud_id: str, resource_type: str, suffix: str = "") -> sa.TableClause:
+        """The request view (or, with ``suffix``, its rules view) of a catalog pair.
+
+        Raises:
+            NotFound: The pair is not in the catalog.
+        """
         cloud_id, resource_type = self.require_pair(cloud_id, resource_type)
         name = self.settings.request_view.format(cloud_id=cloud_id, resource_type=resource_type)
-        return sa.table(name + suffix)
+        return sa.table(name + suffix, schema=self.settings.schema)
 
-    def _has_view(self, name: str) -> bool:
-        if name not in self._views:
-            with self.connect() as conn:
-                self._views[name] = sa.inspect(conn).has_table(name)
-        return self._views[name]
+    def statements(self, request: JobRequest) -> tuple[Select[Any], Select[Any]]:
+        """The two statements a load runs: row with template, then the rules.
+
+        Exposed so they can be compiled for any dialect and inspected.
+
+        Raises:
+            NotFound: The pair is not in the catalog.
+        """
+        cloud_id, resource_type = self.require_pair(request.cloud_id, request.resource_type)
+        r = self.request_view(cloud_id, resource_type).alias("r")
+        t = self.templates.c
+        row_query: Select[Any] = (
+            sa.select(sa.literal_column("r.*"), t.jinja_template.label("tfgen__template"))
+            .select_from(r.outerjoin(self.templates, sa.and_(
+                t.cloud_id == sa.bindparam("cloud_id", cloud_id),
+                t.resource_type == sa.bindparam("resource_type", resource_type),
+                t.module_version == sa.literal_column("r.module_version"),
+            )))
+            .where(sa.literal_column("r.id") == sa.bindparam("request_id", request.request_id))
+        )
+        rules = self.request_view(cloud_id, resource_type, RULES_SUFFIX)
+        rules_query: Select[Any] = (
+            sa.select(sa.literal_column("*")).select_from(rules)
+            .where(sa.column("request_id") == sa.bindparam("rules_request_id",
+                                                           request.request_id))
+        )
+        return row_query, rules_query
 
     # --- loading a job -----------------------------------------------------------------
 
     def load(self, request: JobRequest) -> tuple[ResourceRequest, Template]:
         """Load the request row, its security-group rules and its template.
+
+        Two round trips (one when there is no such row, or no rules view); the
+        catalog costs one more when its cache has expired.
 
         Args:
             request: The job's request (cloud, type, request id).
@@ -270,50 +429,18 @@ class ApexStore:
 
         Raises:
             NotFound: The pair is not in the catalog.
-            RequestNotFound: No row with that id.
+            RequestNotFound: No row with that id, or the request view is missing.
             TemplateNotFound: No template for the row's ``module_version``.
-            DatabaseUnavailable: The database did not answer.
+            DatabaseUnavailable: The database did not answer (retryable).
+            InternalError: A view exists but its query fails (schema mismatch).
         """
-        view = self._view(request.cloud_id, request.resource_type)
-        rules_view = self._view(request.cloud_id, request.resource_type, "_sg_ingress")
-        t = self.templates
-        v = view.alias("r")
-        query = (
-            sa.select(sa.literal_column("r.*"), t.c.jinja_template.label("tfgen__template"),
-                      t.c.module_version.label("tfgen__template_version"))
-            .select_from(
-                v.outerjoin(t, sa.and_(
-                    t.c.cloud_id == request.cloud_id,
-                    t.c.resource_type == request.resource_type,
-                    t.c.module_version == sa.literal_column("r.module_version"),
-                ))
-            )
-            .where(sa.literal_column("r.id") == sa.bindparam("request_id", request.request_id))
-        )
-        has_rules = self._has_view(rules_view.name)
-        with self.connect() as conn:
-            try:
-                found = conn.execute(query).mappings().first()
-            except sa_exc.ProgrammingError as e:
-                raise RequestNotFound(f"request view {view.name} cannot be read") from e
-            if found is None:
-                raise RequestNotFound(
-                    f"no {request.cloud_id}/{request.resource_type} request with id "
-                    f"{request.request_id}"
-                )
-            rules: list[dict[str, Any]] = []
-            if has_rules:
-                rules_query = (
-                    sa.select(sa.literal_column("*")).select_from(rules_view)
-                    .where(sa.column("request_id") == sa.bindparam("rid", request.request_id))
-                    .order_by(sa.literal_column("1"))
-                )
-                rules = [_plain_row(r) for r in conn.execute(rules_query).mappings()]
-        row = _plain_row(found)
+        row_query, rules_query = self.statements(request)
+        row, rules = self._read(lambda conn: self._load_rows(conn, request, row_query,
+                                                             rules_query))
         text = row.pop("tfgen__template")
-        row.pop("tfgen__template_version")
         resource = ResourceRequest(request.cloud_id, request.resource_type,
-                                   request.request_id, row, tuple(rules))
+                                   request.request_id, row,
+                                   tuple(sorted(rules, key=_rule_order)))
         if text is None:
             raise TemplateNotFound(
                 f"no template for {request.cloud_id}/{request.resource_type} "
@@ -324,10 +451,77 @@ class ApexStore:
                             resource.module_version, str(text))
         return resource, template
 
+    def _load_rows(
+        self, conn: Connection, request: JobRequest, row_query: Select[Any],
+        rules_query: Select[Any],
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        view_name = self.settings.request_view.format(
+            cloud_id=request.cloud_id, resource_type=request.resource_type)
+        try:
+            first = conn.execute(row_query).mappings().first()
+        except sa_exc.DBAPIError as e:
+            if self._view_missing(conn, e, view_name):
+                raise RequestNotFound(
+                    f"request view {view_name} does not exist or is not granted to tfgen"
+                ) from e
+            raise self._statement_error(e, view_name) from e
+        if first is None:
+            raise RequestNotFound(
+                f"no {request.cloud_id}/{request.resource_type} request with id "
+                f"{request.request_id}")
+        found = _plain_row(first)
+        if found["tfgen__template"] is None:
+            return found, []  # fails with TEMPLATE_NOT_FOUND: the rules do not matter
+        rules_name = view_name + RULES_SUFFIX
+        missing_since = self._missing_views.get(rules_name)
+        if missing_since is not None and \
+                time.monotonic() - missing_since < self.settings.catalog_ttl:
+            return found, []
+        try:
+            rules = [_plain_row(r) for r in conn.execute(rules_query).mappings()]
+        except sa_exc.DBAPIError as e:
+            # The rules view is optional: the first load of a pair without one pays
+            # for the failed query and a look in the dictionary, then the answer is
+            # cached for the catalog's TTL.
+            if self._view_missing(conn, e, rules_name):
+                log.info("no rules view %s: requests of this type have no sg_rules",
+                         rules_name)
+                self._missing_views[rules_name] = time.monotonic()
+                return found, []
+            raise self._statement_error(e, rules_name) from e
+        self._missing_views.pop(rules_name, None)
+        return found, rules
+
+    def _view_missing(self, conn: Connection, error: sa_exc.DBAPIError, name: str) -> bool:
+        """After a failed query: is it because the view does not exist (for us)?"""
+        if error.connection_invalidated:
+            return False
+        try:
+            conn.rollback()  # PostgreSQL refuses further statements in a failed transaction
+            return not sa.inspect(conn).has_table(name, schema=self.settings.schema)
+        except (sa_exc.DBAPIError, sa_exc.TimeoutError) as e:
+            if _unavailable(e):
+                raise
+            return False
+
+    @staticmethod
+    def _statement_error(e: sa_exc.DBAPIError, view_name: str) -> Exception:
+        if _unavailable(e):
+            return e  # connect() maps it to DatabaseUnavailable
+        log.error("query on %s failed: %s", view_name, e.orig)
+        return InternalError(f"APEX view {view_name} cannot be read ({_describe(e)}); "
+                             "its columns may not match what tfgen expects")
+
     def user_token(self, login: str) -> Secret | None:
-        """Return the user's GitLab token from the users table, if they have one."""
-        query = sa.select(self.users.c.gitlab_token).where(
-            self.users.c.login == sa.bindparam("login", login))
-        with self.connect() as conn:
-            token = conn.execute(query).scalar_one_or_none()
+        """Return the user's GitLab token from the users table, if they have one.
+
+        One round trip.
+
+        Raises:
+            DatabaseUnavailable: The database did not answer.
+        """
+        u = self.users.c
+        query = sa.select(u.gitlab_token).where(u.login == sa.bindparam("login", login))
+        token = self._read(lambda conn: conn.execute(query).scalar_one_or_none())
+        token = plain_value(token)
         return Secret(str(token)) if token else None
