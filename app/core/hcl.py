@@ -117,8 +117,9 @@ def escape_heredoc(text: str, delimiter: str, *, guard_start: bool = False,
             it into an interpolation.
     """
     for char in text:
-        if 0xD800 <= ord(char) <= 0xDFFF:
-            raise HclValueError("a lone surrogate cannot be written as UTF-8")
+        if not char.isprintable() and char not in "\n\t":
+            raise HclValueError(f"U+{ord(char):04X} cannot be written in a heredoc, which "
+                                "has no escapes (a quoted string can hold it)")
     if delimiter and any(line.strip() == delimiter for line in text.splitlines()):
         raise HclValueError(f"a line of the value would close the heredoc ({delimiter})")
     if guard_start and text.startswith("{"):
@@ -138,6 +139,14 @@ def is_identifier(text: str) -> bool:
     if not text or not (text[0] == "_" or text[0].isidentifier()):
         return False
     return all(c == "-" or ("_" + c).isidentifier() for c in text[1:])
+
+
+def _refuse(value: Any, message: str) -> HclValueError:
+    # A template's undefined variable (Jinja's StrictUndefined) reports itself as such.
+    fail = getattr(value, "_fail_with_undefined_error", None)
+    if callable(fail):
+        fail()
+    return HclValueError(message)
 
 
 def _number(value: int | float | Decimal) -> str:
@@ -162,8 +171,8 @@ def scalar_text(value: Any) -> str:
         return value
     if isinstance(value, bool | int | float | Decimal):
         return _number(value)
-    raise HclValueError(f"a {type(value).__name__} cannot be written inside a string; "
-                        "pick a field or use the hcl filter outside the quotes")
+    raise _refuse(value, f"a {type(value).__name__} cannot be written inside a string; "
+                         "pick a field or use the hcl filter outside the quotes")
 
 
 def _key(key: Any) -> str:
@@ -194,7 +203,7 @@ def _literal(value: Any, depth: int) -> str:
         if any("\n" in p for p in parts):
             return "[\n" + "".join(f"{p},\n" for p in parts) + "]"
         return "[" + ", ".join(parts) + "]"
-    raise HclValueError(f"a {type(value).__name__} has no HCL literal")
+    raise _refuse(value, f"a {type(value).__name__} has no HCL literal")
 
 
 def hcl(value: Any) -> HclLiteral:
@@ -279,7 +288,7 @@ def bare_text(value: Any) -> str:
     if isinstance(value, HclLiteral):
         return str(value)
     if isinstance(value, str):
-        if value == "" or _BARE_TOKEN.fullmatch(value):
+        if _BARE_TOKEN.fullmatch(value):
             return value
         raise HclValueError(
             f"{value[:80]!r} is printed outside quotes; only names and numbers may be "

@@ -234,12 +234,12 @@ class Validator:
             summary = diag.get("summary", "error") + (
                 f": {diag['detail']}" if diag.get("detail") else "")
             where = diag.get("range") or {}
-            f = names.get(Path(where.get("filename", "")).name)
-            if f is None:
+            bad = names.get(Path(where.get("filename", "")).name)
+            if bad is None:
                 raise ValidationFailed(f"terraform validate: {summary}",
                                        details={"check": "terraform-validate"})
             start = where.get("start", {})
-            raise _failure(f.path, f.content, int(start.get("line", 1)),
+            raise _failure(bad.path, bad.content, int(start.get("line", 1)),
                            int(start.get("column", 1)), summary, "terraform-validate")
         warnings = result.get("warning_count", 0)
         return Check("terraform-validate", "passed",
