@@ -97,7 +97,8 @@ def test_values_inside_quoted_strings_come_back_exactly(renderer: Renderer, valu
 @pytest.mark.parametrize("value", CORPUS, ids=IDS)
 def test_values_through_the_filters_come_back_exactly(renderer: Renderer, value: str) -> None:
     text = render(renderer, "a = {{ v | hcl }}\nb = {{ v | to_terraform_string }}\n"
-                            "c = {{ [v, 1, none, true] | hcl }}\nd = {{ [v, v] | to_terraform_list }}\n"
+                            "c = {{ [v, 1, none, true] | hcl }}\n"
+                            "d = {{ [v, v] | to_terraform_list }}\n"
                             "e = {{ {v: v} | hcl_map }}\n"
                             'f = {{ {"k": [v, {"n": v, "m": [[v]]}]} | hcl }}\n', v=value)
     assert pygohcl.loads(text) == {
@@ -240,7 +241,7 @@ def test_template_errors_name_the_template_and_line(renderer: Renderer) -> None:
     with pytest.raises(RenderError) as info:
         render(renderer, 'a = 1\nb = 2\nc = {{ (1 / 0) | hcl }}\n')
     assert info.value.details["line"] == 3
-    with pytest.raises(RenderError, match="(?i)no filter named 'nope'"):
+    with pytest.raises(RenderError, match=r"(?i)no filter named 'nope'"):
         render(renderer, "a = {{ name | nope }}\n")
 
 
@@ -266,7 +267,7 @@ def test_sandbox_escapes_fail_as_render_errors(renderer: Renderer, template: str
 
 
 def test_html_filters_are_not_offered(renderer: Renderer) -> None:
-    with pytest.raises(RenderError, match="(?i)no filter named 'safe'"):
+    with pytest.raises(RenderError, match=r"(?i)no filter named 'safe'"):
         render(renderer, "a = {{ name | safe }}\n")
 
 
