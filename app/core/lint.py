@@ -89,8 +89,9 @@ def lint_template(renderer: Renderer, validator: Validator, template: Template,
             text = renderer.render_context(template, context)
             validator.parse([RenderedFile(f"{ref}.tf", text)])
         except TfgenError as e:
+            first_line = e.message.splitlines()[0] if e.message else e.code
             findings.append(Finding(ref, e.details.get("line"),
-                                    f"{e.code} with a sample row: {e.message}"))
+                                    f"{e.code} with a sample row: {first_line}"))
     return sorted(findings, key=lambda f: f.line or 0)
 
 
