@@ -101,10 +101,11 @@ def register_request_hooks(app: Flask) -> None:
 
 def register_cli(app: Flask) -> None:
     """Add the ``init-db`` and ``templates`` commands."""
-    from app.cli import init_db_command
+    from app.cli import init_db_command, templates_group
     from app.cli_token import token_command
 
     app.cli.add_command(init_db_command)
+    app.cli.add_command(templates_group)
     app.cli.add_command(token_command)
 
 

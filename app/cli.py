@@ -6,6 +6,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
+from app.core.lint import lint_templates
 from app.core.schema import init_schema, load_demo
 from app.services import Services
 
@@ -26,3 +27,29 @@ def init_db_command(demo: bool) -> None:
     where = engine.url.render_as_string(hide_password=True) + (f" (schema {schema})"
                                                                 if schema else "")
     click.echo(f"schema ready on {where}" + (" with demo data" if demo else ""))
+
+
+@click.group("templates")
+def templates_group() -> None:
+    """Work with the Jinja templates in the APEX database."""
+
+
+@templates_group.command("lint")
+@with_appcontext
+def lint_command() -> None:
+    """Compile, render against a sample row and check every template; exit 1 on findings.
+
+    One line per finding on stdout: ``<cloud>/<type>@<version>:<line>: <message>``.
+    """
+    svc: Services = current_app.extensions["tfgen"]
+    checked = problems = 0
+    for template, findings, rendered in lint_templates(svc.store):
+        checked += 1
+        problems += len(findings)
+        for finding in findings:
+            click.echo(str(finding))
+        if not rendered:
+            click.echo(f"{template.ref}: note: no request row to render against", err=True)
+    click.echo(f"{checked} template(s) checked, {problems} finding(s)", err=True)
+    if problems:
+        raise SystemExit(1)

@@ -79,8 +79,13 @@ class Services:
         """fetch -> render -> validate -> publish."""
         return Pipeline(
             store=self.store,
-            renderer=Renderer(),
-            validator=Validator(),
+            renderer=Renderer(cache_size=int(self.config["TEMPLATE_CACHE_SIZE"])),
+            validator=Validator(
+                terraform_bin=self.config["TERRAFORM_BIN"],
+                provider_mirror=self.config["TERRAFORM_PROVIDER_MIRROR"],
+                fmt_engine=self.config["TERRAFORM_FMT_ENGINE"],
+                timeout=float(self.config["TERRAFORM_TIMEOUT"]),
+            ),
             publisher=self.publisher,
             target_branch=self.config["GITLAB_TARGET_BRANCH"],
         )

