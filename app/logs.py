@@ -159,6 +159,13 @@ def _mask_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict
     return event_dict
 
 
+def _lead_with_essentials(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """Put time, level, logger and event first: lines read left to right."""
+    first = {k: event_dict.pop(k) for k in ("timestamp", "level", "logger", "event")
+             if k in event_dict}
+    return {**first, **event_dict}
+
+
 def _shared_processors() -> list[Processor]:
     return [
         merge_contextvars,
@@ -176,7 +183,8 @@ def make_formatter(fmt: str = "json") -> logging.Formatter:
     renderer: Processor
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer(default=str)
-        final: list[Processor] = [structlog.processors.dict_tracebacks, renderer]
+        final: list[Processor] = [structlog.processors.dict_tracebacks, _lead_with_essentials,
+                                  renderer]
     elif fmt == "console":
         final = [structlog.dev.ConsoleRenderer(colors=False)]
     else:
@@ -208,9 +216,9 @@ def configure_logging(level: str = "INFO", fmt: str = "console",
         raise ValueError(f"LOG_LEVEL must be a logging level name, got {level!r}")
     structlog.configure(
         processors=[
-            merge_contextvars,
             structlog.stdlib.filter_by_level,
             structlog.stdlib.PositionalArgumentsFormatter(),
+            *_shared_processors(),
             structlog.processors.StackInfoRenderer(),
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
