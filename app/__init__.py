@@ -118,12 +118,13 @@ def register_request_hooks(app: Flask) -> None:
 
 
 def register_cli(app: Flask) -> None:
-    """Add the ``init-db`` and ``templates`` commands."""
-    from app.cli import init_db_command
+    """Add the ``init-db``, ``token`` and ``export-swagger`` commands."""
+    from app.cli import export_swagger_command, init_db_command
     from app.cli_token import token_command
 
     app.cli.add_command(init_db_command)
     app.cli.add_command(token_command)
+    app.cli.add_command(export_swagger_command)
 
 
 def celery_init_app(app: Flask) -> Celery:
