@@ -132,10 +132,9 @@ def _task_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
 def _gunicorn_access(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     """Turn gunicorn's access-log atoms into fields (``config/gunicorn_conf.py``)."""
     record = event_dict.get("_record")
-    if record is None or record.name != "gunicorn.access" or not isinstance(record.args,
-                                                                           Mapping):
+    atoms = event_dict.pop("positional_args", None)  # the record's args (pass_foreign_args)
+    if record is None or record.name != "gunicorn.access" or not isinstance(atoms, Mapping):
         return event_dict
-    atoms = record.args
     event_dict.update({
         "event": "http.access",
         "method": atoms.get("m"),
@@ -191,6 +190,7 @@ def make_formatter(fmt: str = "json") -> logging.Formatter:
         raise ValueError(f"LOG_FORMAT must be json or console, got {fmt!r}")
     return structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=_shared_processors(),
+        pass_foreign_args=True,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
     )
 
