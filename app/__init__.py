@@ -17,6 +17,7 @@ from flask import Blueprint, Flask, Response, g, request
 
 from app.auth import init_auth, register_swagger_ui
 from app.extensions import api_v1
+from app.logs import configure_logging, reset_context
 from app.services import Services
 from config.settings import ConfigError, load_settings
 
@@ -36,11 +37,20 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """
     app = Flask(__name__)
     app.config.update(load_settings(overrides=config))
+    register_logging(app)
     register_extensions(app)
     register_apis(app)
     register_request_hooks(app)
     register_cli(app)
     return app
+
+
+def register_logging(app: Flask) -> None:
+    """Structured logs (``LOG_FORMAT``, ``LOG_LEVEL``) for this process; see ``app.logs``."""
+    try:
+        configure_logging(app.config["LOG_LEVEL"], app.config["LOG_FORMAT"])
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
 
 
 def register_extensions(app: Flask) -> None:
@@ -72,6 +82,7 @@ def register_apis(app: Flask) -> None:
     from app.apis.errors import register_error_handlers
     from app.apis.generate import ns as terraform_ns
     from app.apis.health import bp as health_bp
+    from app.metrics import register_metrics
 
     blueprint = Blueprint("api_v1", __name__, url_prefix="/api/v1")
     api = api_v1()
@@ -83,15 +94,22 @@ def register_apis(app: Flask) -> None:
     app.register_blueprint(blueprint)
     app.register_blueprint(health_bp)
     app.extensions["restx_api"] = api
+    register_metrics(app)
 
 
 def register_request_hooks(app: Flask) -> None:
-    """Carry ``X-Correlation-ID`` from the request (or a new one) onto every response."""
+    """Carry ``X-Correlation-ID`` from the request (or a new one) onto every response
+    and every log line of the request."""
 
     @app.before_request
     def take_correlation_id() -> None:
         given = request.headers.get("X-Correlation-ID", "")
         g.correlation_id = given if _CORRELATION_ID.match(given) else uuid.uuid4().hex
+        reset_context(correlation_id=g.correlation_id)
+
+    @app.teardown_request
+    def forget_log_context(_: BaseException | None) -> None:
+        reset_context()
 
     @app.after_request
     def give_correlation_id(response: Response) -> Response:
@@ -100,13 +118,14 @@ def register_request_hooks(app: Flask) -> None:
 
 
 def register_cli(app: Flask) -> None:
-    """Add the ``init-db`` and ``templates`` commands."""
-    from app.cli import init_db_command, templates_group
+    """Add the ``init-db``, ``templates``, ``token`` and ``export-swagger`` commands."""
+    from app.cli import export_swagger_command, init_db_command, templates_group
     from app.cli_token import token_command
 
     app.cli.add_command(init_db_command)
     app.cli.add_command(templates_group)
     app.cli.add_command(token_command)
+    app.cli.add_command(export_swagger_command)
 
 
 def celery_init_app(app: Flask) -> Celery:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
 import click
 from flask import current_app
 from flask.cli import with_appcontext
@@ -9,6 +14,15 @@ from flask.cli import with_appcontext
 from app.core.lint import lint_templates
 from app.core.schema import init_schema, load_demo
 from app.services import Services
+from config.settings import ROOT
+
+__all__ = ["export_swagger_command", "init_db_command", "lint_command", "render_spec",
+           "swagger_spec", "templates_group"]
+
+# The spec the repository keeps (tests compare it with the live one). Export it from a
+# configuration without an IdP (APP_ENV=test or dev): with OIDC the spec also declares
+# the IdP's OAuth2 URLs, which belong to a deployment, not to the API.
+DEFAULT_SPEC = ROOT / "swagger" / "swagger.json"
 
 
 @click.command("init-db")
@@ -53,3 +67,40 @@ def lint_command() -> None:
     click.echo(f"{checked} template(s) checked, {problems} finding(s)", err=True)
     if problems:
         raise SystemExit(1)
+
+
+def swagger_spec() -> dict[str, Any]:
+    """The spec ``/api/v1/swagger.json`` serves, built in a request context as restx does."""
+    api = current_app.extensions["restx_api"]
+    with current_app.test_request_context("/api/v1/swagger.json"):
+        spec: dict[str, Any] = api.__schema__
+    # A JSON round trip gives the exact structure the endpoint answers (tuples -> lists).
+    return dict(json.loads(json.dumps(spec)))
+
+
+def render_spec(spec: Mapping[str, Any]) -> str:
+    """The committed file's text: sorted keys, two-space indent, newline at the end."""
+    return json.dumps(spec, indent=2, sort_keys=True) + "\n"
+
+
+@click.command("export-swagger")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              default=DEFAULT_SPEC, show_default=True, help="Where to write; - for stdout.")
+@click.option("--check", is_flag=True,
+              help="Write nothing; fail when the file differs from the live spec.")
+@with_appcontext
+def export_swagger_command(output: Path, check: bool) -> None:
+    """Write the API's Swagger spec (what /api/v1/swagger.json serves) to a file."""
+    text = render_spec(swagger_spec())
+    if str(output) == "-":
+        click.echo(text, nl=False)
+        return
+    if check:
+        current = output.read_text() if output.exists() else ""
+        if current != text:
+            raise click.ClickException(
+                f"{output} is not the live spec: run `python manage.py export-swagger`")
+        click.echo(f"{output} is up to date")
+        return
+    output.write_text(text)
+    click.echo(f"wrote {output}")

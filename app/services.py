@@ -21,6 +21,7 @@ from app.core.publish.gitlab import GitLabPublisher
 from app.core.render import Renderer
 from app.core.store import ApexStore, StoreSettings
 from app.core.validate import Validator
+from app.metrics import observe_gitlab
 
 __all__ = ["Services"]
 
@@ -71,6 +72,7 @@ class Services:
                 max_retry_time=c["GITLAB_RETRY_MAX_TIME"],
                 request_timeout=c["GITLAB_REQUEST_TIMEOUT"],
                 ssl_verify=c["GITLAB_SSL_VERIFY"],
+                observer=observe_gitlab,
             )
         return GitPublisher(c["GIT_REMOTE"], lock_factory=self.locks)
 

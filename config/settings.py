@@ -232,6 +232,9 @@ def load_settings(
         "SWAGGER_UI_OAUTH_APP_NAME": env.get("SWAGGER_UI_OAUTH_APP_NAME", "tfgen"),
         "LOG_LEVEL": env.get("LOG_LEVEL", "INFO"),
         "LOG_FORMAT": env.get("LOG_FORMAT", "json" if app_env == "prod" else "console"),
+        # The worker's main process serves its pool's metrics here (0: off).
+        "WORKER_METRICS_PORT": _int(env, "WORKER_METRICS_PORT", 0),
+        "WORKER_METRICS_ADDR": env.get("WORKER_METRICS_ADDR", "0.0.0.0"),  # noqa: S104 - a pod's port
         "RESTX_MASK_SWAGGER": False,
         "RESTX_ERROR_404_HELP": False,
         "RESTX_BUNDLE_ERRORS": True,

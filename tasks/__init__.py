@@ -8,3 +8,4 @@ flask_app = create_app()
 app = celery = flask_app.extensions["celery"]
 
 from tasks import generate as generate  # noqa: E402 - registers the task on the app
+from tasks import observe as observe  # noqa: E402 - connects the logging/metrics signals

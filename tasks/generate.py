@@ -7,7 +7,6 @@ The job record, not Celery's result, is what the API shows.
 
 from __future__ import annotations
 
-import logging
 import random
 from typing import Any
 
@@ -18,9 +17,12 @@ from flask import current_app
 
 from app.core.jobs import ACTIVE, JobStore, expire_overdue, utcnow
 from app.errors import Canceled, TfgenError
+from app.logs import get_logger
+from app.metrics import JOB_RETRIES, StageTimer
 from app.services import Services
+from tasks.observe import TracedRequest, job_finished
 
-log = logging.getLogger("tfgen.tasks")
+log = get_logger("tfgen.tasks")
 
 RUNNING = frozenset({"STARTED", "PROGRESS"})
 
@@ -32,10 +34,14 @@ def retry_countdown(retries: int, cap: int, retry_after: float | None = None) ->
 
 
 def _finish(jobs: JobStore, job_uuid: str, status: str, **fields: Any) -> None:
-    jobs.transition(job_uuid, ACTIVE, {"status": status, "finished_at": utcnow(), **fields})
+    record = jobs.transition(job_uuid, ACTIVE,
+                             {"status": status, "finished_at": utcnow(), **fields})
+    if record is not None:
+        job_finished(record)
 
 
-@shared_task(bind=True, name="tfgen.generate", acks_late=True, reject_on_worker_lost=True)
+@shared_task(bind=True, name="tfgen.generate", acks_late=True, reject_on_worker_lost=True,
+             Request=TracedRequest)
 def generate(self: Task, job_uuid: str) -> str:
     """Run job ``job_uuid`` through fetch, render, validate and publish."""
     svc: Services = current_app.extensions["tfgen"]
@@ -43,7 +49,7 @@ def generate(self: Task, job_uuid: str) -> str:
     jobs = svc.jobs
     record = jobs.get(job_uuid)
     if record is None:
-        log.warning("job %s has no record (expired or never written); dropped", job_uuid)
+        log.warning("job.missing", reason="no record (expired or never written); dropped")
         return "MISSING"
     record = expire_overdue(jobs, record, config)
     if record.final:
@@ -60,7 +66,11 @@ def generate(self: Task, job_uuid: str) -> str:
     if started is None:
         return "SKIPPED"
 
+    timer = StageTimer()
+
     def on_stage(stage: str) -> None:
+        timer.enter(stage)
+        log.info("job.stage", stage=stage, attempt=started.attempts)
         jobs.transition(job_uuid, RUNNING, {
             "status": "PROGRESS", "stage": stage,
             "stages": [{"stage": stage, "at": utcnow(), "attempt": started.attempts}],
@@ -88,6 +98,8 @@ def generate(self: Task, job_uuid: str) -> str:
         if e.retryable and self.request.retries < max_retries:
             countdown = retry_countdown(self.request.retries, int(config["JOB_RETRY_BACKOFF_MAX"]),
                                         e.details.get("retry_after"))
+            JOB_RETRIES.labels(e.code).inc()
+            log.warning("job.retry", code=e.code, countdown=round(countdown, 1))
             jobs.transition(job_uuid, RUNNING, {
                 "status": "RETRY", "error": e.to_dict(),
                 "stages": [{"stage": "retry", "at": utcnow(), "attempt": started.attempts,
@@ -97,11 +109,13 @@ def generate(self: Task, job_uuid: str) -> str:
         _finish(jobs, job_uuid, "FAILURE", error=e.to_dict())
         return "FAILURE"
     except Exception:
-        log.exception("job %s failed unexpectedly", job_uuid)
+        log.exception("job.internal_error")
         _finish(jobs, job_uuid, "FAILURE", error={
             "code": "INTERNAL", "retryable": False,
             "message": "internal error; the operators have the details in the logs"})
         return "FAILURE"
+    finally:
+        timer.close()  # the stage a job ended in counts too, however it ended
     _finish(jobs, job_uuid, "SUCCESS", stage="done", result=dict(result),
             stages=[{"stage": "done", "at": utcnow(), "attempt": started.attempts}])
     return "SUCCESS"

@@ -13,6 +13,8 @@ from kombu.exceptions import OperationalError
 from app.auth import current_principal, require_cloud, resolve_owner
 from app.core.jobs import JobRecord
 from app.errors import QueueUnavailable
+from app.logs import audit, bind_job
+from app.metrics import JOBS_SUBMITTED
 from app.services import Services
 
 ns = Namespace("terraform", description="Generate Terraform from an APEX request")
@@ -98,12 +100,16 @@ class Generate(Resource):
             request={"cloud_id": body["cloud_id"], "resource_type": body["resource_type"],
                      "request_id": body["request_id"], "dry_run": bool(body.get("dry_run"))},
         )
+        bind_job(job.uuid, owner, job.request)
         idem = _idempotency_key(owner)
         if idem:
             existing = svc.jobs.claim_idempotency(idem, job.uuid)
             if existing and existing != job.uuid:
                 earlier = svc.jobs.get(existing)
                 if earlier is not None:
+                    bind_job(earlier.uuid, owner, earlier.request)
+                    audit("submit", "duplicate", status=earlier.status,
+                          submitted_by=principal.username)
                     return self._accepted(earlier.uuid, earlier.status)
         svc.jobs.create(job)
         try:
@@ -114,6 +120,9 @@ class Generate(Resource):
             if idem:
                 svc.jobs.release_idempotency(idem)
             raise
+        audit("submit", "accepted", dry_run=job.request["dry_run"],
+              submitted_by=principal.username)
+        JOBS_SUBMITTED.labels(job.request["cloud_id"], job.request["resource_type"]).inc()
         return self._accepted(job.uuid, job.status)
 
     @staticmethod

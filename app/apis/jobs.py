@@ -11,6 +11,8 @@ from app.apis.generate import error, services
 from app.auth import can_see, current_principal
 from app.core.jobs import JobRecord, JobStore, expire_overdue, utcnow
 from app.errors import Conflict, NotFound
+from app.logs import audit, bind_job
+from app.metrics import JOBS_FINISHED
 
 ns = Namespace("jobs", description="Poll, cancel and list generation jobs", path="/")
 
@@ -60,10 +62,17 @@ class Job(Resource):
     def delete(self, job_uuid: str) -> tuple[dict[str, Any], int]:
         """Cancel a job: at once if queued, at the next stage if running."""
         record = _visible_job(job_uuid)
+        bind_job(record.uuid, record.owner, record.request)
         jobs = services().jobs
         canceled = cancel(jobs, record)
+        canceled_by = current_principal().username
         if canceled is None:
+            audit("cancel", "refused", status=record.status, canceled_by=canceled_by)
             raise Conflict(f"job already finished ({record.status})")
+        audit("cancel", "canceled" if canceled.final else "requested",
+              status=canceled.status, canceled_by=canceled_by)
+        if canceled.final:
+            JOBS_FINISHED.labels(canceled.status, "CANCELED").inc()
         return canceled.document(), 202
 
 

@@ -55,11 +55,20 @@ from app.core.locks import LocalLocks, LockFactory, LockTimeout
 from app.core.model import Change, PublishResult, RenderedFile, Secret
 from app.errors import GitLabAuth, GitLabNotFound, GitLabUnavailable, InternalError
 
-__all__ = ["GitLabPublisher"]
+__all__ = ["GitLabObserver", "GitLabPublisher"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# Told of each request's outcome and each retry, for metrics:
+# ("request", "ok" | "not_found" | "rate_limited" | "transient" | "rejected" | "auth")
+# and ("retry", "rate_limited" | "transient").
+GitLabObserver = Callable[[str, str], None]
+
+
+def _ignore(event: str, detail: str) -> None:
+    """The default observer."""
 
 # Passed to every python-gitlab call: retrying is ours (see the module docstring).
 _NO_LIBRARY_RETRY: dict[str, Any] = {"obey_rate_limit": False, "retry_transient_errors": False}
@@ -128,8 +137,10 @@ class _Policy:
 class _Conversation:
     """One publish's exchange with GitLab: counts calls, retries, translates errors."""
 
-    def __init__(self, policy: _Policy, token: str, label: str) -> None:
+    def __init__(self, policy: _Policy, token: str, label: str,
+                 observer: GitLabObserver = _ignore) -> None:
         self.policy = policy
+        self.observer = observer
         self.calls = 0
         self.deadline = time.monotonic() + policy.max_retry_time
         self.last_headers: Mapping[str, str] = {}
@@ -200,6 +211,7 @@ class _Conversation:
                 f"({what}: {failure.reason})",
                 details={"retry_after": round(failure.delay or policy.backoff_base, 3)},
             ) from failure
+        self.observer("retry", "rate_limited" if failure.rate_limited else "transient")
         log.warning(
             "gitlab %s: %s failed (%s), retry %d in %.2fs",
             self._label,
@@ -214,15 +226,20 @@ class _Conversation:
         self.calls += 1
         self.last_headers = {}
         try:
-            return call()
+            answer = call()
         except gitlab.exceptions.GitlabError as e:
-            raise self._translate(what, e) from e
+            failure = self._translate(what, e)
+            self.observer("request", _outcome(failure))
+            raise failure from e
         except requests.RequestException as e:
             # A requests error keeps the prepared request, token header included; drop it
             # so the token cannot travel with the exception chain into logs or results.
             e.request = None
             e.response = None
+            self.observer("request", "transient")
             raise _Transient(type(e).__name__) from e
+        self.observer("request", "ok")
+        return answer
 
     def _translate(self, what: str, e: gitlab.exceptions.GitlabError) -> Exception:
         status = e.response_code
@@ -241,6 +258,17 @@ class _Conversation:
             reason = f"{status}: {message}" if status else message
             return _Transient(reason, delay=_rate_limit_delay(self.last_headers))
         return _Rejected(status, message)
+
+
+def _outcome(failure: Exception) -> str:
+    """The observer's name for a translated failure."""
+    if isinstance(failure, _Transient):
+        return "rate_limited" if failure.rate_limited else "transient"
+    if isinstance(failure, _Missing | GitLabNotFound):
+        return "not_found"
+    if isinstance(failure, GitLabAuth):
+        return "auth"
+    return "rejected"
 
 
 def _rate_limit_delay(headers: Mapping[str, str]) -> float | None:
@@ -283,6 +311,7 @@ class GitLabPublisher:
         max_retry_time: Bound on one publish's time spent retrying, in seconds.
         request_timeout: Timeout of each HTTP request, in seconds.
         ssl_verify: ``requests`` verify option (``True``, ``False`` or a CA bundle path).
+        observer: Told of each request's outcome and each retry (metrics).
     """
 
     def __init__(
@@ -300,6 +329,7 @@ class GitLabPublisher:
         max_retry_time: float = 60.0,
         request_timeout: float = 15.0,
         ssl_verify: bool | str = True,
+        observer: GitLabObserver = _ignore,
     ) -> None:
         self.url = url.rstrip("/")
         self._fallback_token = fallback_token
@@ -310,6 +340,7 @@ class GitLabPublisher:
         self._policy = _Policy(max_retries, backoff_base, backoff_max, max_retry_time)
         self.request_timeout = request_timeout
         self.ssl_verify = ssl_verify
+        self.observer = observer
 
     def __repr__(self) -> str:
         return f"GitLabPublisher(url={self.url!r})"
@@ -351,7 +382,7 @@ class GitLabPublisher:
     @contextmanager
     def _client(self, token: Secret, label: str) -> Iterator[tuple[gitlab.Gitlab, _Conversation]]:
         """A fresh client per publish: one user's token never serves another's job."""
-        talk = _Conversation(self._policy, token.reveal(), label)
+        talk = _Conversation(self._policy, token.reveal(), label, self.observer)
         session = requests.Session()
         session.hooks["response"].append(talk.remember_headers)
         gl = gitlab.Gitlab(

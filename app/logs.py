@@ -1,0 +1,242 @@
+"""Structured logs: structlog over stdlib ``logging``, one line per event, JSON or console.
+
+Every process (gunicorn worker, Celery worker, CLI) calls ``configure_logging`` once it
+knows its settings. Lines from structlog loggers and from plain stdlib loggers (ours,
+Celery's, gunicorn's, libraries') go through the same processors, so all of them carry
+the fields bound in the current context:
+
+- in the API, ``correlation_id`` for the request, then ``job_uuid``, ``user``,
+  ``cloud_id``, ``resource_type`` and ``request_id`` once the job is known;
+- in a Celery task, the same fields, bound by the signals in ``tasks/observe.py``.
+
+Audit events (``audit``) are log records whose ``event`` is ``audit.<action>``, on the
+``tfgen.audit`` logger, so operators can ship them apart from the rest.
+
+No secrets: values of keys that look like credentials are masked before rendering.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, MutableMapping
+from typing import IO, Any
+
+import structlog
+from structlog.contextvars import bind_contextvars, clear_contextvars, merge_contextvars
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+__all__ = [
+    "JOB_FIELDS",
+    "audit",
+    "bind_job",
+    "configure_logging",
+    "get_logger",
+    "remember_task_correlation",
+    "reset_context",
+]
+
+# The fields that tie a line to a job; documented in docs/operations.md.
+JOB_FIELDS = ("correlation_id", "job_uuid", "user", "cloud_id", "resource_type", "request_id")
+
+_SECRET_KEY = re.compile(r"(token|password|passwd|secret|authorization|api_key|cookie)",
+                         re.IGNORECASE)
+_TASK_ID_IN_TEXT = re.compile(
+    r"\[([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\]")
+_HANDLER_MARK = "_tfgen_handler"
+
+# Celery's worker main process logs "Task ...[uuid] received" before any signal runs in a
+# task context; a custom Request class records the message's correlation id here first.
+_TASK_CORRELATION: OrderedDict[str, str] = OrderedDict()
+_TASK_CORRELATION_MAX = 10_000
+_TASK_CORRELATION_LOCK = threading.Lock()
+
+
+def get_logger(name: str) -> Any:
+    """A structlog logger that renders through the stdlib handler ``configure_logging`` sets."""
+    return structlog.stdlib.get_logger(name)
+
+
+def reset_context(**fields: Any) -> None:
+    """Forget every bound field and bind ``fields`` (start of a request or a task)."""
+    clear_contextvars()
+    bind_contextvars(**{k: v for k, v in fields.items() if v is not None})
+
+
+def bind_job(job_uuid: str, owner: str | None, request: Mapping[str, Any],
+             correlation_id: str | None = None) -> None:
+    """Bind a job's identity to the current context, for every following line.
+
+    Args:
+        job_uuid: The job's UUID.
+        owner: The user the job acts for.
+        request: The job's request (``cloud_id``, ``resource_type``, ``request_id``).
+        correlation_id: Bound too when given (the worker takes it from the message).
+    """
+    fields: dict[str, Any] = {
+        "job_uuid": job_uuid, "user": owner, "cloud_id": request.get("cloud_id"),
+        "resource_type": request.get("resource_type"), "request_id": request.get("request_id"),
+    }
+    if correlation_id:
+        fields["correlation_id"] = correlation_id
+    bind_contextvars(**{k: v for k, v in fields.items() if v is not None})
+
+
+def audit(action: str, outcome: str, **fields: Any) -> None:
+    """Write one audit record: who did what to which job, and how it ended.
+
+    The record carries the bound job fields (``correlation_id``, ``job_uuid``, ``user``,
+    ``cloud_id``, ``resource_type``, ``request_id``) plus ``fields``; never a secret.
+
+    Args:
+        action: ``submit``, ``cancel``, ``publish`` or ``failure``.
+        outcome: ``accepted``, ``requested``, ``success``, ``failure``, ``canceled``...
+        **fields: Action details (merge request URL, commit, error code...).
+    """
+    get_logger("tfgen.audit").info(f"audit.{action}", audit=True, action=action,
+                                   outcome=outcome, **fields)
+
+
+def remember_task_correlation(task_id: str, correlation_id: str | None) -> None:
+    """Note a queued task's correlation id, for lines Celery logs outside the task."""
+    if not correlation_id:
+        return
+    with _TASK_CORRELATION_LOCK:
+        _TASK_CORRELATION[task_id] = correlation_id
+        _TASK_CORRELATION.move_to_end(task_id)
+        while len(_TASK_CORRELATION) > _TASK_CORRELATION_MAX:
+            _TASK_CORRELATION.popitem(last=False)
+
+
+def _task_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """Give Celery's own lines about a task (received, succeeded...) its job fields."""
+    record = event_dict.get("_record")
+    if record is None or "job_uuid" in event_dict:
+        return event_dict
+    data = getattr(record, "data", None)
+    task_id = data.get("id") if isinstance(data, Mapping) else None
+    if task_id is None and record.name.startswith("celery"):
+        match = _TASK_ID_IN_TEXT.search(str(event_dict.get("event", "")))
+        task_id = match.group(1) if match else None
+    if task_id:
+        event_dict["job_uuid"] = task_id
+        correlation_id = _TASK_CORRELATION.get(task_id)
+        if correlation_id and "correlation_id" not in event_dict:
+            event_dict["correlation_id"] = correlation_id
+    return event_dict
+
+
+def _gunicorn_access(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """Turn gunicorn's access-log atoms into fields (``config/gunicorn_conf.py``)."""
+    record = event_dict.get("_record")
+    atoms = event_dict.pop("positional_args", None)  # the record's args (pass_foreign_args)
+    if record is None or record.name != "gunicorn.access" or not isinstance(atoms, Mapping):
+        return event_dict
+    event_dict.update({
+        "event": "http.access",
+        "method": atoms.get("m"),
+        "path": atoms.get("U"),
+        "status": atoms.get("s"),
+        "duration_ms": round(int(atoms.get("D", 0)) / 1000, 3),
+        "bytes": atoms.get("B"),
+        "remote_addr": atoms.get("h"),
+        "user_agent": atoms.get("a"),
+    })
+    correlation_id = atoms.get("{x-correlation-id}o")
+    if correlation_id and correlation_id != "-":
+        event_dict.setdefault("correlation_id", correlation_id)
+    return event_dict
+
+
+def _mask_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    for key in list(event_dict):
+        if _SECRET_KEY.search(key) and event_dict[key] not in (None, ""):
+            event_dict[key] = "***"
+    return event_dict
+
+
+def _lead_with_essentials(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """Put time, level, logger and event first: lines read left to right."""
+    first = {k: event_dict.pop(k) for k in ("timestamp", "level", "logger", "event")
+             if k in event_dict}
+    return {**first, **event_dict}
+
+
+def _shared_processors() -> list[Processor]:
+    return [
+        merge_contextvars,
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.add_log_level,
+        _task_fields,
+        _gunicorn_access,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _mask_secrets,
+    ]
+
+
+def make_formatter(fmt: str = "json") -> logging.Formatter:
+    """The formatter of every handler: JSON (one object per line) or coloured console."""
+    renderer: Processor
+    if fmt == "json":
+        renderer = structlog.processors.JSONRenderer(default=str)
+        final: list[Processor] = [structlog.processors.dict_tracebacks, _lead_with_essentials,
+                                  renderer]
+    elif fmt == "console":
+        final = [structlog.dev.ConsoleRenderer(colors=False)]
+    else:
+        raise ValueError(f"LOG_FORMAT must be json or console, got {fmt!r}")
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=_shared_processors(),
+        pass_foreign_args=True,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
+    )
+
+
+def configure_logging(level: str = "INFO", fmt: str = "console",
+                      stream: IO[str] | None = None) -> None:
+    """Route structlog and stdlib logging to one handler on the root logger.
+
+    Idempotent: a second call replaces the handler it installed before and leaves
+    other handlers alone (pytest's, for one).
+
+    Args:
+        level: Root level name (``LOG_LEVEL``).
+        fmt: ``json`` or ``console`` (``LOG_FORMAT``).
+        stream: Where lines go; the process's real stdout by default (not a replacement
+            Celery or a test runner may have installed in ``sys.stdout``).
+
+    Raises:
+        ValueError: Unknown level or format.
+    """
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        raise ValueError(f"LOG_LEVEL must be a logging level name, got {level!r}")
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            structlog.stdlib.PositionalArgumentsFormatter(),
+            *_shared_processors(),
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(stream or sys.__stdout__ or sys.stdout)
+    handler.setFormatter(make_formatter(fmt))
+    setattr(handler, _HANDLER_MARK, True)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
+        root.removeHandler(old)
+        old.close()
+    root.addHandler(handler)
+    root.setLevel(numeric)
+
+
+def context_snapshot() -> MutableMapping[str, Any]:
+    """The fields bound in the current context (for tests and error reports)."""
+    return structlog.contextvars.get_contextvars()

@@ -1,0 +1,103 @@
+# shellcheck shell=bash
+# tfgen, production: what kube/configmap.yaml and the tfgen-secrets Secret hold.
+# Sourcing this file outside Kubernetes checks that the secrets are in the environment
+# (it never sets them). Defaults of everything not listed: run/dev-env.sh.
+
+export APP_ENV=prod                     # no embedded defaults; dev auth refused
+export LOG_LEVEL=INFO
+export LOG_FORMAT=json                  # one JSON object per line (docs/operations.md)
+
+# --- secrets: from the tfgen-secrets Secret (kube/secret.template.yaml), never here ---
+: "${DATABASE_URL:?oracle+oracledb://USER:PASSWORD@HOST:1521/?service_name=APEXPDB}"
+: "${CELERY_BROKER_URL:?redis://:PASSWORD@redis:6379/0}"
+: "${CELERY_RESULT_BACKEND:?redis://:PASSWORD@redis:6379/0}"
+: "${REDIS_PASSWORD:?the Redis StatefulSet password (requirepass), also in the URLs}"
+: "${GITLAB_TOKEN:=}"                   # optional service token
+: "${FLOWER_BASIC_AUTH:=}"              # or FLOWER_AUTH_PROVIDER + FLOWER_OAUTH2_*
+: "${FLOWER_OAUTH2_SECRET:=}"
+
+# --- jobs ----------------------------------------------------------------------------
+export JOB_QUEUE=tfgen                  # KEDA's listName must match
+export JOB_SOFT_TIME_LIMIT=240
+export JOB_TIME_LIMIT=300               # worker terminationGracePeriodSeconds is above it
+export JOB_QUEUE_EXPIRES=3600
+export JOB_RESULT_TTL=604800
+export JOB_KEY_PREFIX=tfgen
+export JOB_MAX_RETRIES=5
+export JOB_RETRY_BACKOFF_MAX=120
+export BROKER_VISIBILITY_TIMEOUT=480
+export BROKER_CONNECT_TIMEOUT=3
+# JOB_STORE_URL and PUBLISH_LOCK_URL default to CELERY_BROKER_URL (Redis).
+
+# --- APEX database ---------------------------------------------------------------------
+export DB_POOL_SIZE=5
+export DB_POOL_TIMEOUT=10
+export DB_CONNECT_TIMEOUT=5
+export CATALOG_TTL=30
+export APEX_TEMPLATE_TABLE=tf_template
+export APEX_USERS_TABLE=users
+export APEX_REQUEST_VIEW='v_{cloud_id}_{resource_type}_requests'
+
+# --- GitLab --------------------------------------------------------------------------
+export PUBLISHER=gitlab
+export GITLAB_URL=https://gitlab.example.com
+export GITLAB_TARGET_BRANCH=main
+export GITLAB_MR_LABELS=tfgen
+export GITLAB_MR_ASSIGNEE_ID=
+export GITLAB_MR_REVIEWER_IDS=
+export GITLAB_MAX_RETRIES=5
+export GITLAB_RETRY_MAX_TIME=60
+export GITLAB_BACKOFF_BASE=0.5
+export GITLAB_REQUEST_TIMEOUT=15
+export GITLAB_SSL_VERIFY=true
+# GIT_REMOTE is only read with PUBLISHER=git; TFGEN_VAR_DIR=/tmp/tfgen in the images.
+
+# --- identity provider (OIDC) ----------------------------------------------------------
+export AUTH_MODE=oidc
+export OIDC_ISSUER=https://sso.example.com/realms/tfgen
+export OIDC_AUDIENCE=tfgen-api
+export OIDC_JWKS_URL=https://sso.example.com/realms/tfgen/protocol/openid-connect/certs
+export OIDC_USERNAME_CLAIM=preferred_username
+export OIDC_GROUPS_CLAIM=groups
+export OIDC_LEEWAY=30
+export OIDC_JWKS_CACHE_TTL=300
+export OIDC_JWKS_COOLDOWN=60
+export OIDC_JWKS_TIMEOUT=5
+# OIDC_AUTHORIZATION_URL / OIDC_TOKEN_URL: only when not Keycloak-style under the issuer.
+export CLOUD_PERMISSIONS='{"aws-admins": ["aws"], "azure-admins": ["azure"], "tfgen-admins": ["*"]}'
+export ADMIN_GROUP=tfgen-admins
+export AUTH_REALM=tfgen
+export AUTH_PROTECTED_PREFIX=/api/v1/
+export AUTH_PUBLIC_PATHS=/api/v1/docs,/api/v1/swagger.json
+# AUTH_DEV_KEY_PATH: dev mode only, refused with APP_ENV=prod.
+export SWAGGER_UI_OAUTH_CLIENT_ID=tfgen-swagger
+export SWAGGER_UI_OAUTH_REALM=tfgen
+export SWAGGER_UI_OAUTH_APP_NAME=tfgen
+export SWAGGER_UI_OAUTH_SCOPES='openid profile email'
+
+# --- processes -----------------------------------------------------------------------
+export PORT=8000
+export GUNICORN_WORKERS=3               # set it: the node's CPU count is not the pod's
+export GUNICORN_THREADS=4
+export GUNICORN_TIMEOUT=30
+export GUNICORN_GRACEFUL_TIMEOUT=25
+export GUNICORN_KEEPALIVE=75
+export GUNICORN_MAX_REQUESTS=2000
+export GUNICORN_MAX_REQUESTS_JITTER=200
+export GUNICORN_WORKER_TMP_DIR=/dev/shm
+export FORWARDED_ALLOW_IPS='*'          # the ingress controller sets X-Forwarded-*
+export PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus
+export WORKER_METRICS_PORT=9808
+export WORKER_METRICS_ADDR=0.0.0.0
+export WORKER_CONCURRENCY=2
+export FLOWER_PORT=5555
+export FLOWER_ADDRESS=0.0.0.0
+export FLOWER_URL_PREFIX=
+export FLOWER_PURGE_OFFLINE_WORKERS=300
+export FLOWER_MAX_TASKS=10000
+export FLOWER_INSPECT_TIMEOUT=3000
+# OAuth for Flower instead of basic auth:
+# export FLOWER_AUTH_PROVIDER=flower.views.auth.GitLabLoginHandler
+# export FLOWER_OAUTH2_KEY=tfgen-flower
+# export FLOWER_OAUTH2_REDIRECT_URI=https://tfgen-flower.example.com/login
+# export FLOWER_AUTH='.*@example\.com'

@@ -1,0 +1,117 @@
+"""Production process settings: gunicorn (several workers, one /metrics) and Flower (auth)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from config.flowerconfig import flower_options
+from tests.conftest import ROOT, free_port
+
+
+class Gunicorn:
+    """``gunicorn -c config/gunicorn_conf.py manage:app`` with 2 workers and JSON logs."""
+
+    def __init__(self, tmp_path: Path, **settings: str) -> None:
+        port = free_port()
+        self.base = f"http://127.0.0.1:{port}"
+        self.metrics_dir = tmp_path / "prometheus"
+        self.metrics_dir.mkdir()
+        (self.metrics_dir / "counter_1.db").write_bytes(b"stale")  # an earlier run's file
+        env = {**os.environ, "APP_ENV": "test", "TFGEN_VAR_DIR": str(tmp_path / "var"),
+               "LOG_FORMAT": "json", "PORT": str(port), "GUNICORN_WORKERS": "2",
+               "GUNICORN_WORKER_TMP_DIR": str(tmp_path),
+               "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir), **settings}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn_conf.py", "manage:app"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.base}/api/v1/swagger.json", timeout=1).close()
+                return
+            except (urllib.error.URLError, ConnectionError):
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.proc.kill()
+                    raise RuntimeError(f"gunicorn did not start: {self.stop()}") from None
+                time.sleep(0.1)
+
+    def stop(self) -> str:
+        """Stop the server (SIGTERM) and return everything it wrote."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        out, _ = self.proc.communicate(timeout=30)
+        return str(out)
+
+
+@pytest.fixture
+def gunicorn(tmp_path: Path) -> Iterator[Gunicorn]:
+    server = Gunicorn(tmp_path)
+    yield server
+    server.stop()
+
+
+def get(url: str, **headers: str) -> str:
+    request = urllib.request.Request(url, headers=headers)
+    with urllib.request.urlopen(request, timeout=5) as r:
+        return str(r.read().decode())
+
+
+def test_metrics_under_gunicorn_sum_every_worker_process(tmp_path: Path) -> None:
+    # Each worker is replaced after 4 requests: 30 requests are served by 8 processes,
+    # most of them gone by the scrape, which must still count every request.
+    server = Gunicorn(tmp_path, GUNICORN_MAX_REQUESTS="4", GUNICORN_MAX_REQUESTS_JITTER="0")
+    try:
+        for _ in range(30):
+            get(f"{server.base}/health")
+        pids = {p.stem.split("_")[-1] for p in server.metrics_dir.glob("counter_*.db")}
+        assert "1" not in pids, "the stale file of an earlier run was not cleared"
+        assert len(pids) >= 7
+        text = get(f"{server.base}/metrics")
+    finally:
+        server.stop()
+    assert 'tfgen_http_requests_total{method="GET",route="/health",status="200"} 30.0' in text
+
+
+def test_gunicorn_logs_are_json_and_the_access_line_has_the_correlation_id(
+    gunicorn: Gunicorn,
+) -> None:
+    get(f"{gunicorn.base}/health", **{"X-Correlation-ID": "from-apex-7"})
+    lines = [json.loads(line) for line in gunicorn.stop().splitlines()]
+    (access,) = [line for line in lines if line["event"] == "http.access"
+                 and line.get("correlation_id") == "from-apex-7"]
+    assert access["logger"] == "gunicorn.access"
+    assert (access["method"], access["path"], access["status"]) == ("GET", "/health", "200")
+    assert access["correlation_id"] == "from-apex-7"
+    assert any(line["logger"] == "gunicorn.error" for line in lines)
+
+
+def test_flower_refuses_to_start_unauthenticated_in_prod() -> None:
+    with pytest.raises(SystemExit, match="FLOWER_BASIC_AUTH"):
+        flower_options({"APP_ENV": "prod"})
+    with pytest.raises(SystemExit, match="FLOWER_OAUTH2_SECRET"):
+        flower_options({"APP_ENV": "prod", "FLOWER_AUTH_PROVIDER": "x", "FLOWER_OAUTH2_KEY": "k",
+                        "FLOWER_OAUTH2_REDIRECT_URI": "https://f/login", "FLOWER_AUTH": ".*"})
+    assert flower_options({"APP_ENV": "dev"}).get("basic_auth") is None
+
+
+def test_flower_takes_basic_auth_or_oauth_from_the_environment() -> None:
+    basic = flower_options({"APP_ENV": "prod", "FLOWER_BASIC_AUTH": "ops:pw1, oncall:pw2"})
+    assert basic["basic_auth"] == ["ops:pw1", "oncall:pw2"]
+    oauth = flower_options({
+        "APP_ENV": "prod", "FLOWER_AUTH_PROVIDER": "flower.views.auth.GitLabLoginHandler",
+        "FLOWER_OAUTH2_KEY": "k", "FLOWER_OAUTH2_SECRET": "s",
+        "FLOWER_OAUTH2_REDIRECT_URI": "https://flower.example/login",
+        "FLOWER_AUTH": r".*@example\.com"})
+    assert oauth["auth_provider"] == "flower.views.auth.GitLabLoginHandler"
+    assert oauth["purge_offline_workers"] == 300
+    assert json.dumps(oauth)  # plain values, as Flower's config parser expects
