@@ -60,7 +60,7 @@ def register_error_handlers(api: Api) -> None:
             message, errors = "request body is not valid JSON", {"body": "not valid JSON"}
         code = "VALIDATION_ERROR" if status == 400 else HTTP_CODES.get(status, "HTTP_ERROR")
         body = error_body(message, code, _field_errors(errors) if errors else None)
-        e.data = body  # flask-restx answers with ``e.data`` over a handler's body when set
+        e.data = body  # type: ignore[attr-defined]  # flask-restx answers with ``e.data`` over a handler's body when set
         return body, status
 
     @api.errorhandler  # type: ignore[untyped-decorator]

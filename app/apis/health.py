@@ -31,7 +31,7 @@ def ready() -> tuple[dict[str, Any], int]:
         except (TfgenError, OSError) as e:
             checks[name] = f"unavailable: {getattr(e, 'message', str(e))}"
     failing = sorted(k for k, v in checks.items() if v != "ok")
-    body = {"status": "ok" if not failing else "unavailable", "checks": checks}
+    body: dict[str, Any] = {"status": "ok" if not failing else "unavailable", "checks": checks}
     if failing:
         body["failing"] = failing
     return body, 200 if not failing else 503

@@ -102,12 +102,12 @@ class JobRecord:
             "stages": self.stages,
         }
 
-    def to_fields(self) -> dict[str, str]:
+    def to_fields(self) -> dict[Any, str]:
         """Serialise every field to a string (Redis hash, SQL row)."""
         return {k: json.dumps(v, separators=(",", ":")) for k, v in asdict(self).items()}
 
     @classmethod
-    def from_fields(cls, data: Mapping[str, str]) -> JobRecord:
+    def from_fields(cls, data: Mapping[Any, Any]) -> JobRecord:
         """Rebuild from ``to_fields`` output."""
         names = {f.name for f in fields(cls)}
         return cls(**{_text(k): json.loads(v) for k, v in data.items() if _text(k) in names})
@@ -220,7 +220,7 @@ class RedisJobStore:
             with self.client.pipeline(transaction=True) as pipe:
                 while True:
                     try:
-                        pipe.watch(key)
+                        pipe.watch(key)  # type: ignore[no-untyped-call]
                         data = pipe.hgetall(key)
                         if not data:
                             return None
