@@ -6,6 +6,10 @@ interleave and the second one sees the first one's commit.
 
 - ``RedisLocks``: across processes and hosts (Celery workers), on redis-py's ``Lock``,
   which expires after ``timeout`` seconds so a killed worker cannot wedge a branch.
+  A lock taken for an ``owner`` (the job's UUID) is taken over at once by that same
+  owner: a job re-run after its worker was killed mid-publish must not wait out the
+  dead attempt's lock. Celery runs one delivery of a job at a time (the visibility
+  timeout is above the hard time limit), so the earlier holder is gone.
 - ``LocalLocks``: within one process (embedded mode, tests, no Redis).
 
 Waiting longer than ``blocking_timeout`` raises ``LockTimeout``; callers decide whether
@@ -20,6 +24,8 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
+from redis import exceptions as redis_exceptions
+
 if TYPE_CHECKING:
     import redis
 
@@ -27,8 +33,10 @@ __all__ = ["LocalLocks", "LockFactory", "LockTimeout", "RedisLocks"]
 
 log = logging.getLogger(__name__)
 
-LockFactory = Callable[[str], AbstractContextManager[Any]]
-"""``factory(key)`` returns a context manager holding the lock named ``key``."""
+LockFactory = Callable[[str, str | None], AbstractContextManager[Any]]
+"""``factory(key, owner)`` returns a context manager holding the lock named ``key``.
+
+``owner`` (or None) names who holds it; the same owner may take over its own lock."""
 
 
 class LockTimeout(TimeoutError):
@@ -41,9 +49,14 @@ class LockTimeout(TimeoutError):
 
 
 class _RedisLock(Protocol):
-    def acquire(self, *, blocking: bool | None = None) -> bool: ...
+    def acquire(self, *, blocking: bool | None = None, token: str | None = None) -> bool: ...
+
+    def reacquire(self) -> bool: ...
 
     def release(self) -> None: ...
+
+    @property
+    def local(self) -> Any: ...
 
 
 class RedisLocks:
@@ -73,12 +86,12 @@ class RedisLocks:
         self.blocking_timeout = blocking_timeout
         self.sleep = sleep
 
-    def __call__(self, key: str) -> AbstractContextManager[None]:
-        """Return a context manager holding the Redis lock ``prefix + key``."""
-        return self._hold(self.prefix + key)
+    def __call__(self, key: str, owner: str | None = None) -> AbstractContextManager[None]:
+        """Return a context manager holding the Redis lock ``prefix + key`` for ``owner``."""
+        return self._hold(self.prefix + key, owner)
 
     @contextmanager
-    def _hold(self, name: str) -> Iterator[None]:
+    def _hold(self, name: str, owner: str | None) -> Iterator[None]:
         lock: _RedisLock = self._client.lock(
             name,
             timeout=self.timeout,
@@ -86,7 +99,8 @@ class RedisLocks:
             blocking_timeout=self.blocking_timeout,
             thread_local=False,
         )
-        if not lock.acquire(blocking=True):
+        if not (owner and self._take_over(lock, name, owner)) \
+                and not lock.acquire(blocking=True, token=owner):
             raise LockTimeout(name, self.blocking_timeout)
         try:
             yield
@@ -97,6 +111,20 @@ class RedisLocks:
                 # The work is done; a lock that expired meanwhile is worth a warning, not
                 # a failed job.
                 log.warning("could not release lock %s: %s", name, type(e).__name__)
+
+    @staticmethod
+    def _take_over(lock: _RedisLock, name: str, owner: str) -> bool:
+        # Atomically (redis-py's Lua): when the key holds this owner's token, renew it.
+        lock.local.token = owner.encode()
+        try:
+            taken = bool(lock.reacquire())
+        except redis_exceptions.LockError:
+            taken = False
+        if taken:
+            log.warning("took over lock %s left by an earlier attempt of %s", name, owner)
+        else:
+            lock.local.token = None
+        return taken
 
 
 class LocalLocks:
@@ -112,8 +140,12 @@ class LocalLocks:
         self._guard = threading.Lock()
         self._locks: dict[str, tuple[threading.Lock, int]] = {}
 
-    def __call__(self, key: str) -> AbstractContextManager[None]:
-        """Return a context manager holding the in-process lock ``key``."""
+    def __call__(self, key: str, owner: str | None = None) -> AbstractContextManager[None]:
+        """Return a context manager holding the in-process lock ``key``.
+
+        ``owner`` is accepted for the factory's signature: within one process no holder
+        can die and leave the lock behind.
+        """
         return self._hold(key)
 
     @contextmanager

@@ -89,7 +89,7 @@ class GitPublisher:
             GitLabNotFound: The remote does not exist.
             GitLabUnavailable: The remote did not answer, or the push kept losing races.
         """
-        with self.lock_factory(f"git:{self.remote}:{change.branch}"), \
+        with self.lock_factory(f"git:{self.remote}:{change.branch}", change.job_uuid), \
                 tempfile.TemporaryDirectory(prefix="tfgen-git-") as tmp:
             repo = Path(tmp)
             try:

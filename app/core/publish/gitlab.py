@@ -370,7 +370,7 @@ class GitLabPublisher:
         label = f"{change.project_id}@{change.branch}"
         try:
             with (
-                self._lock_factory(f"gitlab:{change.project_id}:{change.branch}"),
+                self._lock_factory(f"gitlab:{change.project_id}:{change.branch}", change.job_uuid),
                 self._client(token, label) as (gl, talk),
             ):
                 return self._publish_locked(gl, talk, change, change.project_id)

@@ -6,15 +6,14 @@ import itertools
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager
 from typing import Any
 
 import pytest
 import redis
 
-from app.core.locks import LocalLocks, LockTimeout, RedisLocks
+from app.core.locks import LocalLocks, LockFactory, LockTimeout, RedisLocks
 from app.core.model import Change, RenderedFile, Secret, branch_name, file_path
 from app.core.publish.gitlab import GitLabPublisher, _rate_limit_delay
 from app.errors import GitLabAuth, GitLabNotFound, GitLabUnavailable
@@ -453,7 +452,7 @@ def redis_locks() -> Iterator[RedisLocks]:
 @pytest.fixture(params=["local", "redis"])
 def lock_factory(
     request: pytest.FixtureRequest,
-) -> Callable[[str], AbstractContextManager[Any]]:
+) -> LockFactory:
     if request.param == "local":
         return LocalLocks()
     locks: RedisLocks = request.getfixturevalue("redis_locks")
@@ -461,7 +460,7 @@ def lock_factory(
 
 
 def test_lock_serialises_two_publishes_of_one_branch(
-    gitlab_stub: GitLabStub, lock_factory: Callable[[str], AbstractContextManager[Any]]
+    gitlab_stub: GitLabStub, lock_factory: LockFactory
 ) -> None:
     gitlab_stub.latency = 0.05  # a wide window for the two jobs to interleave in
     publisher = make_publisher(gitlab_stub, lock_factory=lock_factory)
@@ -514,6 +513,24 @@ def test_redis_lock_times_out_while_held(redis_locks: RedisLocks) -> None:
         leave.set()
         thread.join()
     with redis_locks("k"):  # released: free again
+        pass
+
+
+def test_redis_lock_left_by_a_dead_attempt_is_taken_over_by_the_same_job_only(
+    redis_locks: RedisLocks,
+) -> None:
+    redis_locks.blocking_timeout = 0.05
+    # A worker killed while publishing job-1: its lock stays until the timeout.
+    abandoned = redis_locks("k", "job-1")
+    abandoned.__enter__()
+
+    with pytest.raises(LockTimeout), redis_locks("k", "job-2"):
+        pass  # another job still waits for it...
+    with pytest.raises(LockTimeout), redis_locks("k"):
+        pass  # ...and so does a holder without a name
+    with redis_locks("k", "job-1"):
+        pass  # but job-1's re-run goes ahead at once, and releases it
+    with redis_locks("k", "job-2"):
         pass
 
 
