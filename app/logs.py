@@ -205,8 +205,9 @@ def configure_logging(level: str = "INFO", fmt: str = "console",
     Args:
         level: Root level name (``LOG_LEVEL``).
         fmt: ``json`` or ``console`` (``LOG_FORMAT``).
-        stream: Where lines go; the process's real stdout by default (not a replacement
-            Celery or a test runner may have installed in ``sys.stdout``).
+        stream: Where lines go; the process's real stderr by default (not a replacement
+            Celery or a test runner may have installed in ``sys.stderr``), so that a
+            command's own output on stdout (``manage.py token``) stays clean.
 
     Raises:
         ValueError: Unknown level or format.
@@ -226,7 +227,7 @@ def configure_logging(level: str = "INFO", fmt: str = "console",
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,
     )
-    handler = logging.StreamHandler(stream or sys.__stdout__ or sys.stdout)
+    handler = logging.StreamHandler(stream or sys.__stderr__ or sys.stderr)
     handler.setFormatter(make_formatter(fmt))
     setattr(handler, _HANDLER_MARK, True)
     root = logging.getLogger()

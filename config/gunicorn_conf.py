@@ -64,7 +64,7 @@ logconfig_dict: dict[str, Any] = {
     "formatters": {"structured": {"()": "app.logs.make_formatter", "fmt": _format}},
     "handlers": {
         "structured": {"class": "logging.StreamHandler", "formatter": "structured",
-                       "stream": "ext://sys.stdout"},
+                       "stream": "ext://sys.stderr"},
     },
     "loggers": {
         "gunicorn.error": {"level": _level, "handlers": ["structured"], "propagate": False},

@@ -104,7 +104,7 @@ def test_every_line_of_a_job_carries_its_correlation_id(
     assert doc["status"] == "SUCCESS", doc
     assert doc["correlation_id"] == correlation_id
 
-    api = lines_about(job_uuid, capfd.readouterr().out.splitlines())
+    api = lines_about(job_uuid, capfd.readouterr().err.splitlines())
     worker = lines_about(job_uuid, [line.strip() for line in json_stack.worker.lines])
     every = api + worker
     assert {line.get("correlation_id") for line in every} == {correlation_id}, every
