@@ -19,7 +19,9 @@ from app.services import Services
 
 ns = Namespace("terraform", description="Generate Terraform from an APEX request")
 
-IDENT = r"^[a-z][a-z0-9_]{0,29}$"
+# The design's identifier rule. Not ``$``, which also matches before a final newline
+# ("aws\n"); the look-ahead means "end of text" in Python and in ECMA (Swagger UI) alike.
+IDENT = r"^[a-z][a-z0-9_]{0,29}(?![\s\S])"
 
 generate_request = ns.model("GenerateRequest", {
     "cloud_id": fields.String(required=True, pattern=IDENT, max_length=30, example="aws",

@@ -37,6 +37,8 @@ def test_accepts_a_job_with_202_location_and_links(stack: Stack) -> None:
      "cloud_id", "match"),
     ({"cloud_id": "aws", "resource_type": "rds", "request_id": 1, "dry_run": "yes"},
      "dry_run", "boolean"),
+    ({"cloud_id": "aws\n", "resource_type": "rds", "request_id": 1}, "cloud_id", "match"),
+    ({"cloud_id": "aws", "resource_type": "rds\n", "request_id": 1}, "resource_type", "match"),
 ])
 def test_bad_fields_answer_400_with_errors_per_field(
     stack: Stack, body: dict[str, object], field: str, fragment: str
