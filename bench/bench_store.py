@@ -23,7 +23,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from app.core.model import JobRequest
-from app.core.schema import init_schema, load_demo
+from app.core.schema import create_demo_database
 from app.core.store import ApexStore, StoreSettings
 
 PG_URL = os.environ.get("TFGEN_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -34,12 +34,7 @@ REQUEST = JobRequest("aws", "ec2", 7)
 def sqlite_apex() -> Iterator[str]:
     """A SQLite file with the demo schema."""
     with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite:///{Path(tmp) / 'apex.sqlite'}"
-        engine = sa.create_engine(url)
-        init_schema(engine)
-        load_demo(engine)
-        engine.dispose()
-        yield url
+        yield create_demo_database(f"sqlite:///{Path(tmp) / 'apex.sqlite'}")
 
 
 @contextmanager
@@ -50,12 +45,7 @@ def postgres_apex() -> Iterator[str]:
     with admin.begin() as conn:
         conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
     try:
-        url = f"{PG_URL}?options=-csearch_path%3D{schema}"
-        engine = sa.create_engine(url)
-        init_schema(engine)
-        load_demo(engine)
-        engine.dispose()
-        yield url
+        yield create_demo_database(f"{PG_URL}?options=-csearch_path%3D{schema}")
     finally:
         with admin.begin() as conn:
             conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))

@@ -26,7 +26,13 @@ from flask.testing import FlaskClient
 
 from app import create_app
 from app.auth import mint_dev_token
-from app.core.schema import RESOURCE_TYPES, ResourceType, init_schema, load_demo
+from app.core.schema import (
+    RESOURCE_TYPES,
+    ResourceType,
+    create_demo_database,
+    init_schema,
+    load_demo,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("TFGEN_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
@@ -97,12 +103,7 @@ def git(remote: Path, *args: str) -> str:
 
 def sqlite_apex(path: Path) -> str:
     """A SQLite APEX schema with the demo data; returns its URL."""
-    url = f"sqlite:///{path}"
-    engine = sa.create_engine(url)
-    init_schema(engine)
-    load_demo(engine)
-    engine.dispose()
-    return url
+    return create_demo_database(f"sqlite:///{path}")
 
 
 def stack_env(base: Path, database_url: str, name: str) -> dict[str, str]:

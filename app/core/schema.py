@@ -19,7 +19,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Engine
 
-__all__ = ["RESOURCE_TYPES", "ResourceType", "drop_schema", "init_schema", "load_demo"]
+__all__ = ["RESOURCE_TYPES", "ResourceType", "create_demo_database", "drop_schema", "init_schema",
+           "load_demo"]
 
 
 @dataclass(frozen=True)
@@ -366,3 +367,16 @@ def load_demo(
                  "module_version": version, "jinja_template": text}
                 for version, text in rt.templates.items()
             ])
+
+
+def create_demo_database(
+    url: str, resource_types: Sequence[ResourceType] = RESOURCE_TYPES,
+) -> str:
+    """Create the schema with the demo data at ``url`` (SQLite, PostgreSQL); return ``url``."""
+    engine = sa.create_engine(url)
+    try:
+        init_schema(engine, resource_types)
+        load_demo(engine, resource_types)
+    finally:
+        engine.dispose()
+    return url
