@@ -42,6 +42,7 @@ from app.errors import (
     NotFound,
     RequestNotFound,
     TemplateNotFound,
+    TfgenError,
 )
 
 __all__ = ["IDENTIFIER", "ApexStore", "StoreSettings", "create_engine", "plain_value"]
@@ -214,6 +215,25 @@ def _describe(e: BaseException) -> str:
     return type(orig or e).__name__
 
 
+def _interruption(e: BaseException, driver_error: type[BaseException]) -> BaseException | None:
+    """The exception that broke into a statement from outside, if ``e`` is or hides one.
+
+    A Celery time limit raises its exception in whatever code runs when the signal
+    lands, often inside the driver's wait for an answer; the driver or SQLAlchemy may
+    then fail on the half-used connection and raise a database error in its place.
+    Neither is an outage: the connection's state is unknown (drop it) and the original
+    exception must reach the caller.
+    """
+    seen: BaseException | None = e
+    while seen is not None:
+        if isinstance(seen, TfgenError):
+            return None
+        if not isinstance(seen, sa_exc.SQLAlchemyError | driver_error):
+            return seen
+        seen = seen.__context__
+    return None
+
+
 class _StaleConnection(Exception):
     """A pooled connection turned out dead on use; the read may be tried once more."""
 
@@ -288,7 +308,17 @@ class ApexStore:
         """
         try:
             with self.engine.connect() as conn:
-                yield conn
+                try:
+                    yield conn
+                except BaseException as e:
+                    # PEP 249: every driver error derives from its module's ``Error``.
+                    interruption = _interruption(e, self.engine.dialect.loaded_dbapi.Error)
+                    if interruption is None:
+                        raise
+                    conn.invalidate()  # never back into the pool mid-statement
+                    if interruption is e:
+                        raise
+                    raise interruption from None
         except (sa_exc.DBAPIError, sa_exc.TimeoutError) as e:
             if not _unavailable(e):
                 raise
