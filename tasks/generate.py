@@ -33,6 +33,27 @@ def retry_countdown(retries: int, cap: int, retry_after: float | None = None) ->
     return min(cap, max(backoff, retry_after or 0))
 
 
+def _soft_limit_hit(e: BaseException) -> bool:
+    """True when the soft time limit broke into the work that raised ``e``.
+
+    Domain code turns what goes wrong inside it into its own errors (a template that
+    failed, a query that failed), so the limit may arrive wrapped: look down the chain.
+    """
+    seen: BaseException | None = e
+    while seen is not None:
+        if isinstance(seen, SoftTimeLimitExceeded):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _timeout(jobs: JobStore, job_uuid: str, limit: int) -> str:
+    _finish(jobs, job_uuid, "FAILURE", error={
+        "code": "TIMEOUT", "retryable": True,
+        "message": f"job exceeded its time limit ({limit} s)"})
+    return "FAILURE"
+
+
 def _finish(jobs: JobStore, job_uuid: str, status: str, **fields: Any) -> None:
     record = jobs.transition(job_uuid, ACTIVE,
                              {"status": status, "finished_at": utcnow(), **fields})
@@ -40,8 +61,24 @@ def _finish(jobs: JobStore, job_uuid: str, status: str, **fields: Any) -> None:
         job_finished(record)
 
 
+class JobMessage(TracedRequest):
+    """The task message in the worker's main process, which outlives a killed child."""
+
+    def on_timeout(self, soft: bool, timeout: float) -> None:
+        """Past the hard limit the child is killed unheard: end its job from here."""
+        super().on_timeout(soft, timeout)
+        if soft:
+            return
+        flask_app = self.task.app.flask_app
+        with flask_app.app_context():
+            jobs: JobStore = flask_app.extensions["tfgen"].jobs
+            _finish(jobs, self.id, "FAILURE", error={
+                "code": "TIMEOUT", "retryable": True,
+                "message": f"job killed at its hard time limit ({timeout:g} s)"})
+
+
 @shared_task(bind=True, name="tfgen.generate", acks_late=True, reject_on_worker_lost=True,
-             Request=TracedRequest)
+             Request=JobMessage)
 def generate(self: Task, job_uuid: str) -> str:
     """Run job ``job_uuid`` through fetch, render, validate and publish."""
     svc: Services = current_app.extensions["tfgen"]
@@ -88,12 +125,10 @@ def generate(self: Task, job_uuid: str) -> str:
         _finish(jobs, job_uuid, "REVOKED", error=e.to_dict())
         return "REVOKED"
     except SoftTimeLimitExceeded:
-        limit = config["JOB_SOFT_TIME_LIMIT"]
-        _finish(jobs, job_uuid, "FAILURE", error={
-            "code": "TIMEOUT", "retryable": True,
-            "message": f"job exceeded its time limit ({limit} s)"})
-        return "FAILURE"
+        return _timeout(jobs, job_uuid, config["JOB_SOFT_TIME_LIMIT"])
     except TfgenError as e:
+        if _soft_limit_hit(e):
+            return _timeout(jobs, job_uuid, config["JOB_SOFT_TIME_LIMIT"])
         max_retries = int(config["JOB_MAX_RETRIES"])
         if e.retryable and self.request.retries < max_retries:
             countdown = retry_countdown(self.request.retries, int(config["JOB_RETRY_BACKOFF_MAX"]),
@@ -108,7 +143,9 @@ def generate(self: Task, job_uuid: str) -> str:
             raise self.retry(countdown=countdown, exc=e, max_retries=max_retries) from e
         _finish(jobs, job_uuid, "FAILURE", error=e.to_dict())
         return "FAILURE"
-    except Exception:
+    except Exception as e:
+        if _soft_limit_hit(e):
+            return _timeout(jobs, job_uuid, config["JOB_SOFT_TIME_LIMIT"])
         log.exception("job.internal_error")
         _finish(jobs, job_uuid, "FAILURE", error={
             "code": "INTERNAL", "retryable": False,

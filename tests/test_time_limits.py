@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
+from pathlib import Path
+
+import redis
 import sqlalchemy as sa
 
-from tests.conftest import Stack, Worker
+from app.core.schema import RESOURCE_TYPES, ResourceType, create_demo_database
+from tests.conftest import SLOW, Stack, Worker, stack_env
 
 
 def slow_request(stack: Stack, request_id: int, delay: float) -> None:
@@ -45,3 +50,58 @@ def test_a_timed_out_fetch_leaves_no_broken_connection_behind(idle_stack: Stack)
     assert timed_out["error"]["code"] == "TIMEOUT"
     assert after["status"] == "SUCCESS", after["error"]
     assert after["attempts"] == 1
+
+
+def test_a_template_that_runs_past_the_soft_limit_ends_as_timeout(idle_stack: Stack) -> None:
+    # The renderer reports what breaks a template as RENDER_ERROR; a time limit that
+    # lands in it is still a TIMEOUT.
+    engine = sa.create_engine(idle_stack.env["DATABASE_URL"])
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO tf_template (cloud_id, resource_type, module_version, jinja_template)"
+            " VALUES ('aws', 'slowdb', '9.9.9', :text) ON CONFLICT DO NOTHING"),
+            {"text": "{% for i in range(100000) %}{% for j in range(100000) %}"
+                     "{% endfor %}{% endfor %}"})
+        conn.execute(sa.text(
+            "INSERT INTO apex_aws_slowdb_request (id, name, module_version, gitlab_project_id,"
+            " delay_seconds) VALUES (103, 'slow-103', '9.9.9', 'platform/infra-live', 0)"
+            " ON CONFLICT (id) DO NOTHING"))
+    engine.dispose()
+    env = {**idle_stack.env, "JOB_SOFT_TIME_LIMIT": "1", "JOB_TIME_LIMIT": "6"}
+    idle_stack.worker = Worker(env, concurrency=1).start()
+    doc = idle_stack.wait(idle_stack.submit(
+        {"cloud_id": "aws", "resource_type": "slowdb", "request_id": 103}).json["uuid"])
+    assert doc["stage"] == "render"
+    assert doc["status"] == "FAILURE"
+    assert doc["error"]["code"] == "TIMEOUT", doc["error"]
+
+
+def test_job_that_cannot_hear_its_soft_limit_ends_at_the_hard_limit(
+        tmp_path: Path, redis_client: redis.Redis) -> None:
+    # SQLite runs a query in C without returning to Python, so the soft limit's signal
+    # waits; at the hard limit the pool kills the child, and the job must still end.
+    stuck = ResourceType("aws", "stuck", columns=SLOW.columns, rows=SLOW.rows[:1],
+                         templates=SLOW.templates)
+    url = f"sqlite:///{tmp_path / 'apex.sqlite'}"
+    create_demo_database(url, (*RESOURCE_TYPES, stuck))
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP VIEW v_aws_stuck_requests"))
+        conn.execute(sa.text(
+            "CREATE VIEW v_aws_stuck_requests AS SELECT r.* FROM apex_aws_stuck_request r"
+            " WHERE (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c"
+            " WHERE x < 2000000000) SELECT max(x) FROM c) > 0"))
+    engine.dispose()
+    env = {**stack_env(tmp_path, url, f"stuck-{uuid.uuid4().hex[:6]}"),
+           "JOB_SOFT_TIME_LIMIT": "1", "JOB_TIME_LIMIT": "3"}
+    stack = Stack(env)
+    stack.worker = Worker(env, concurrency=1).start()
+    try:
+        doc = stack.wait(stack.submit(
+            {"cloud_id": "aws", "resource_type": "stuck", "request_id": 1}).json["uuid"],
+            timeout=30)
+    finally:
+        stack.close()
+    assert doc["status"] == "FAILURE"
+    assert doc["error"]["code"] == "TIMEOUT"
+    assert "hard time limit" in doc["error"]["message"]
