@@ -47,10 +47,9 @@ def _soft_limit_hit(e: BaseException) -> bool:
     return False
 
 
-def _timeout(jobs: JobStore, job_uuid: str, limit: int) -> str:
-    _finish(jobs, job_uuid, "FAILURE", error={
-        "code": "TIMEOUT", "retryable": True,
-        "message": f"job exceeded its time limit ({limit} s)"})
+def _timeout(jobs: JobStore, job_uuid: str, message: str) -> str:
+    _finish(jobs, job_uuid, "FAILURE",
+            error={"code": "TIMEOUT", "retryable": True, "message": message})
     return "FAILURE"
 
 
@@ -71,10 +70,8 @@ class JobMessage(TracedRequest):
             return
         flask_app = self.task.app.flask_app
         with flask_app.app_context():
-            jobs: JobStore = flask_app.extensions["tfgen"].jobs
-            _finish(jobs, self.id, "FAILURE", error={
-                "code": "TIMEOUT", "retryable": True,
-                "message": f"job killed at its hard time limit ({timeout:g} s)"})
+            _timeout(flask_app.extensions["tfgen"].jobs, self.id,
+                     f"job killed at its hard time limit ({timeout:g} s)")
 
 
 @shared_task(bind=True, name="tfgen.generate", acks_late=True, reject_on_worker_lost=True,
@@ -118,17 +115,16 @@ def generate(self: Task, job_uuid: str) -> str:
         if current is not None and current.cancel_requested:
             raise Canceled("canceled by the user")
 
+    soft_limit_message = f"job exceeded its time limit ({config['JOB_SOFT_TIME_LIMIT']} s)"
     try:
         result = svc.pipeline.run(job_uuid, started.job_request, started.owner,
                                   on_stage=on_stage, check_canceled=check_canceled)
     except Canceled as e:
         _finish(jobs, job_uuid, "REVOKED", error=e.to_dict())
         return "REVOKED"
-    except SoftTimeLimitExceeded:
-        return _timeout(jobs, job_uuid, config["JOB_SOFT_TIME_LIMIT"])
     except TfgenError as e:
         if _soft_limit_hit(e):
-            return _timeout(jobs, job_uuid, config["JOB_SOFT_TIME_LIMIT"])
+            return _timeout(jobs, job_uuid, soft_limit_message)
         max_retries = int(config["JOB_MAX_RETRIES"])
         if e.retryable and self.request.retries < max_retries:
             countdown = retry_countdown(self.request.retries, int(config["JOB_RETRY_BACKOFF_MAX"]),
@@ -143,9 +139,9 @@ def generate(self: Task, job_uuid: str) -> str:
             raise self.retry(countdown=countdown, exc=e, max_retries=max_retries) from e
         _finish(jobs, job_uuid, "FAILURE", error=e.to_dict())
         return "FAILURE"
-    except Exception as e:
+    except Exception as e:  # SoftTimeLimitExceeded itself lands here
         if _soft_limit_hit(e):
-            return _timeout(jobs, job_uuid, config["JOB_SOFT_TIME_LIMIT"])
+            return _timeout(jobs, job_uuid, soft_limit_message)
         log.exception("job.internal_error")
         _finish(jobs, job_uuid, "FAILURE", error={
             "code": "INTERNAL", "retryable": False,
@@ -168,7 +164,5 @@ def _on_revoked(sender: Any = None, request: Any = None, expired: bool = False,
     if flask_app is None:
         return
     with flask_app.app_context():
-        jobs: JobStore = flask_app.extensions["tfgen"].jobs
-        _finish(jobs, request.id, "FAILURE", error={
-            "code": "TIMEOUT", "retryable": True,
-            "message": "job waited in the queue longer than JOB_QUEUE_EXPIRES"})
+        _timeout(flask_app.extensions["tfgen"].jobs, request.id,
+                 "job waited in the queue longer than JOB_QUEUE_EXPIRES")
