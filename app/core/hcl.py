@@ -24,6 +24,7 @@ from typing import Any
 
 __all__ = [
     "HclLiteral",
+    "BoolValueError",
     "HclValueError",
     "escape_comment",
     "escape_heredoc",
@@ -32,6 +33,8 @@ __all__ = [
     "hcl_identifier",
     "hcl_map",
     "is_identifier",
+    "list_items",
+    "to_terraform_bool",
     "to_terraform_list",
     "to_terraform_string",
 ]
@@ -259,24 +262,100 @@ def to_terraform_string(value: Any) -> HclLiteral:
     """The value's text as a quoted, escaped HCL string (``None`` -> ``null``).
 
     Kept for the templates already in the APEX database; ``hcl`` is the general form.
+
+    Raises:
+        HclValueError: The text holds a lone surrogate (not encodable in UTF-8).
     """
     if value is None:
         return HclLiteral("null")
     return HclLiteral(f'"{escape_string(value if isinstance(value, str) else str(value))}"')
 
 
-def to_terraform_list(values: Any) -> HclLiteral:
-    """A list of quoted, escaped HCL strings, one per item (``None`` -> ``null``).
+def _is_empty(item: Any) -> bool:
+    return item is None or (isinstance(item, str) and not item.strip())
+
+
+def list_items(value: Any) -> list[Any]:
+    """The items ``to_terraform_list`` writes, as the APEX team's generator reads them.
+
+    A falsy value is no item; a string written ``[a, b]`` (how a VARCHAR2 column holds a
+    list) is split on commas and each item stripped; any other string or scalar is one
+    item; a list or tuple gives its items. Empty items (``None``, blank) are dropped.
 
     Raises:
-        HclValueError: ``values`` is a single string (use ``.split(",")`` first).
+        HclValueError: ``value`` is a mapping (no list reading of it is obvious).
     """
-    if values is None:
+    if not value:
+        return []
+    if isinstance(value, Mapping):
+        raise HclValueError("to_terraform_list expects a list or a string, got a mapping")
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("[") and text.endswith("]"):
+            items: list[Any] = [item.strip() for item in text[1:-1].split(",")]
+        else:
+            items = [value]
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        items = [value]
+    return [item for item in items if not _is_empty(item)]
+
+
+def to_terraform_list(value: Any) -> HclLiteral:
+    """A list of quoted, escaped HCL strings (see ``list_items`` for what an item is).
+
+    ``None``/``""``/``[]`` -> ``[]``; ``"[a, b]"`` -> ``["a", "b"]``; ``"a"`` or ``5``
+    -> ``["a"]`` / ``["5"]``; ``["a", None, ""]`` -> ``["a"]``.
+
+    Raises:
+        HclValueError: ``value`` is a mapping, or an item cannot be written.
+    """
+    return HclLiteral("[" + ", ".join(to_terraform_string(v) for v in list_items(value)) + "]")
+
+
+class BoolValueError(HclValueError):
+    """A value ``to_terraform_bool`` cannot read as true, false or null."""
+
+    def __init__(self, value: Any, variable: str | None) -> None:
+        shown = repr(value)[:80] if isinstance(value, str | bool | int | float | Decimal) \
+            else f"a {type(value).__name__}"
+        super().__init__(
+            f"{variable or 'value'} is {shown}, which is not a flag "
+            "(to_terraform_bool reads 1/0, Y/N, yes/no, true/false or null)")
+        self.variable = variable
+
+
+_TRUE_WORDS = frozenset({"1", "y", "yes", "true"})
+_FALSE_WORDS = frozenset({"0", "n", "no", "false"})
+
+
+def to_terraform_bool(value: Any, variable: str | None = None) -> HclLiteral:
+    """A flag as Oracle holds one (NUMBER(1), CHAR(1) ``'Y'/'N'``...) as an HCL bool.
+
+    ``True``, ``1`` and the words ``1``/``Y``/``yes``/``true`` (any case, blanks around
+    ignored) -> ``true``; ``False``, ``0`` and ``0``/``N``/``no``/``false`` -> ``false``;
+    ``None`` -> ``null``.
+
+    Args:
+        value: The column's value.
+        variable: The expression the filter is applied to, for the error message (the
+            renderer fills it in from the template's source).
+
+    Raises:
+        HclValueError: Any other value, naming ``variable``.
+    """
+    if value is None:
         return HclLiteral("null")
-    if isinstance(values, str | Mapping):
-        raise HclValueError("to_terraform_list expects a list; split a string first, "
-                            "e.g. value.split(',')")
-    return HclLiteral("[" + ", ".join(to_terraform_string(v) for v in values) + "]")
+    if isinstance(value, bool | int | float | Decimal) and value in (0, 1):
+        return HclLiteral("true" if value == 1 else "false")
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _TRUE_WORDS:
+            return HclLiteral("true")
+        if word in _FALSE_WORDS:
+            return HclLiteral("false")
+    raise BoolValueError(value, variable)
 
 
 def bare_text(value: Any) -> str:

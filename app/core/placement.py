@@ -20,12 +20,15 @@ from typing import Literal
 from jinja2 import nodes
 from jinja2.environment import Environment
 
-__all__ = ["EMIT_FILTER", "SAFE_FILTERS", "HclScanner", "Placement", "annotate"]
+__all__ = ["EMIT_FILTER", "NAMED_FILTERS", "SAFE_FILTERS", "HclScanner", "Placement", "annotate"]
 
 EMIT_FILTER = "_hcl_emit"
 # Filters whose result is a complete HCL literal: fine in a bare position.
 SAFE_FILTERS = frozenset({"hcl", "hcl_map", "hcl_identifier", "to_terraform_string",
-                          "to_terraform_list"})
+                          "to_terraform_list", "to_terraform_bool"})
+# Filters told the source of the expression they are applied to, as their last argument,
+# so that a value they refuse is named in the job's error.
+NAMED_FILTERS = frozenset({"to_terraform_bool"})
 
 Kind = Literal["bare", "string", "heredoc", "comment", "text", "fragment"]
 
@@ -261,4 +264,8 @@ def annotate(template: nodes.Template, environment: Environment) -> list[Placeme
     macros = {m.name for m in template.find_all(nodes.Macro)}
     annotator = _Annotator(environment, macros)
     annotator.walk(template.body, HclScanner())
+    for node in template.find_all(nodes.Filter):
+        if node.name in NAMED_FILTERS and node.node is not None and not node.args \
+                and not node.kwargs:
+            node.args = [nodes.Const(describe(node.node), lineno=node.lineno)]
     return annotator.placements

@@ -9,8 +9,10 @@ into APEX. So:
 - every printed expression is escaped for the exact place it lands (``placement``):
   inside a quoted string, a heredoc or a comment it is escaped by HCL's rules, in a bare
   position only complete literals (``| hcl``) and plain name or number tokens pass;
-- the filters ``hcl``, ``hcl_map``, ``hcl_identifier`` (and the older
-  ``to_terraform_string`` / ``to_terraform_list``) turn values into HCL literals;
+- the filters ``hcl``, ``hcl_map``, ``hcl_identifier`` (and the APEX team's
+  ``to_terraform_string`` / ``to_terraform_list`` / ``to_terraform_bool``) turn values
+  into HCL literals; ``to_terraform_bool`` is given the source of the expression it is
+  applied to (``placement.NAMED_FILTERS``) so a value it refuses is named;
 - compiled templates are cached by (cloud, type, module version, sha256 of the text).
 
 Errors: a missing variable or a value that cannot be written where the template puts
@@ -107,6 +109,7 @@ class HclEnvironment(ImmutableSandboxedEnvironment):
             hcl_identifier=hcl_.hcl_identifier,
             to_terraform_string=hcl_.to_terraform_string,
             to_terraform_list=hcl_.to_terraform_list,
+            to_terraform_bool=hcl_.to_terraform_bool,
         )
         self.filters[EMIT_FILTER] = _emit
         # HTML escaping makes no sense in HCL, and |safe would skip the output hook's
@@ -236,6 +239,8 @@ class Renderer:
             line = _template_line(e.__traceback__, filename)
             found = _UNDEFINED_NAME.search(str(e))
             name = (found.group(1) or found.group(2)) if found else None
+            if isinstance(e, hcl_.BoolValueError):
+                name = e.variable
             message = (f"template {ref} line {line} uses {name!r}, which the request "
                        "does not have" if isinstance(e, jinja2.UndefinedError) and name
                        else f"template {ref} line {line}: {e}")

@@ -92,8 +92,8 @@ module "rds_{{ id }}" {
   engine_version    = {{ engine_version | hcl }}
   instance_class    = {{ instance_class | hcl }}
   allocated_storage = {{ allocated_storage | hcl }}
-  multi_az          = {{ multi_az | hcl }}
-  subnet_ids        = {{ subnet_ids.split(",") | hcl }}
+  multi_az          = {{ multi_az | to_terraform_bool }}
+  subnet_ids        = {{ subnet_ids | to_terraform_list }}
 
   tags = {
     Name        = "{{ name }}"
@@ -179,14 +179,14 @@ RESOURCE_TYPES: tuple[ResourceType, ...] = (
              "gitlab_project_id": "platform/infra-live", "requested_by": "alice",
              "created_at": _CREATED, "engine": "postgres", "engine_version": "16.4",
              "instance_class": "db.r6g.large", "allocated_storage": Decimal(100),
-             "multi_az": True, "subnet_ids": "subnet-0a1b,subnet-0c2d",
+             "multi_az": True, "subnet_ids": "[subnet-0a1b, subnet-0c2d]",
              "cost_center": "CC-1042",
              "description": 'Orders "primary" store; ${do not interpolate}'},
             {"id": 43, "name": "Billing Reports DB", "module_version": "1.1.0",
              "gitlab_project_id": "platform/infra-live", "requested_by": "bob",
              "created_at": _CREATED, "engine": "mysql", "engine_version": "8.0",
              "instance_class": "db.t4g.medium", "allocated_storage": Decimal(50),
-             "multi_az": False, "subnet_ids": "subnet-0a1b", "cost_center": "CC-2001",
+             "multi_az": False, "subnet_ids": "[subnet-0a1b]", "cost_center": "CC-2001",
              "description": "Monthly billing reports"},
             {"id": 44, "name": "legacy-db", "module_version": "0.9.0",
              "gitlab_project_id": "platform/infra-live", "requested_by": "alice",
