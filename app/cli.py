@@ -53,18 +53,24 @@ def templates_group() -> None:
 def lint_command() -> None:
     """Compile, render against a sample row and check every template; exit 1 on findings.
 
-    One line per finding on stdout: ``<cloud>/<type>@<version>:<line>: <message>``.
+    One line per finding on stdout: ``<cloud>/<type>@<version>:<line>: <message>``;
+    warnings (a list or flag column printed bare) read ``...: warning: <message>`` and
+    do not change the exit status.
     """
     svc: Services = current_app.extensions["tfgen"]
-    checked = problems = 0
+    checked = problems = warnings = 0
     for template, findings, rendered in lint_templates(svc.store):
         checked += 1
-        problems += len(findings)
         for finding in findings:
             click.echo(str(finding))
+            if finding.severity == "warning":
+                warnings += 1
+            else:
+                problems += 1
         if not rendered:
             click.echo(f"{template.ref}: note: no request row to render against", err=True)
-    click.echo(f"{checked} template(s) checked, {problems} finding(s)", err=True)
+    click.echo(f"{checked} template(s) checked, {problems} finding(s), {warnings} warning(s)",
+               err=True)
     if problems:
         raise SystemExit(1)
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from flask import Flask
 
 from app import create_app
+from app.core.lint import column_kinds
 from tests.conftest import sqlite_apex
 
 BAD_TEMPLATES = {
@@ -38,7 +40,7 @@ def test_the_demo_templates_are_clean(tmp_path: Path) -> None:
     result = app.test_cli_runner().invoke(args=["templates", "lint"])
     assert result.exit_code == 0, result.output
     assert result.stdout == ""
-    assert "5 template(s) checked, 0 finding(s)" in result.stderr
+    assert "5 template(s) checked, 0 finding(s), 0 warning(s)" in result.stderr
 
 
 def test_findings_are_one_line_each_with_ref_and_line(tmp_path: Path) -> None:
@@ -58,3 +60,76 @@ def test_findings_are_one_line_each_with_ref_and_line(tmp_path: Path) -> None:
         "invalid expression token.",
     ]
     assert "9 template(s) checked, 5 finding(s)" in result.stderr
+
+
+# Templates printing the demo's list-like and flag-like columns (aws/rds: ``multi_az`` is
+# BOOLEAN, read back as 1/0; ``subnet_ids`` holds "[subnet-0a1b, subnet-0c2d]"; ec2's rules
+# view has ``cidr_blocks``), the wrong way and the right way.
+SHAPE_TEMPLATES = {
+    "8.0.0": ('module "rds" {\n'
+              "  multi_az   = {{ multi_az | hcl }}\n"
+              "  subnet_ids = {{ subnet_ids | hcl }}\n"
+              "  standby    = {{ multi_az | to_terraform_string }}\n"
+              "  subnets    = {{ subnet_ids | to_terraform_string }}\n"
+              "}\n"),
+    "8.1.0": ('module "rds" {\n'
+              "  multi_az   = {{ multi_az | to_terraform_bool }}\n"
+              "  subnet_ids = {{ subnet_ids | to_terraform_list }}\n"
+              '  note       = "{{ multi_az }} {{ subnet_ids }}"\n'
+              "  first      = {{ subnet_ids.split(',')[0] | hcl }}\n"
+              "}\n"),
+}
+
+
+def test_list_and_flag_columns_printed_bare_are_warned_about(tmp_path: Path) -> None:
+    app = lint_app(tmp_path, SHAPE_TEMPLATES)
+    result = app.test_cli_runner().invoke(args=["templates", "lint"])
+    assert result.exit_code == 0, result.output  # warnings only
+    flag = "which writes 1/0 or Y/N where Terraform expects true/false; use | to_terraform_bool"
+    listed = "which writes one string (or a comma list as one item); use | to_terraform_list"
+    assert result.stdout.splitlines() == [
+        f"aws/rds@8.0.0:2: warning: multi_az holds a flag but is printed with | hcl, {flag}",
+        f"aws/rds@8.0.0:3: warning: subnet_ids holds a list but is printed with | hcl, {listed}",
+        "aws/rds@8.0.0:4: warning: multi_az holds a flag but is printed with "
+        f"| to_terraform_string, {flag}",
+        "aws/rds@8.0.0:5: warning: subnet_ids holds a list but is printed with "
+        f"| to_terraform_string, {listed}",
+    ]
+    assert "7 template(s) checked, 0 finding(s), 4 warning(s)" in result.stderr
+
+
+def test_a_bare_flag_is_both_an_error_and_a_warning(tmp_path: Path) -> None:
+    app = lint_app(tmp_path, {"8.2.0": 'module "rds" {\n  multi_az = {{ multi_az }}\n}\n'})
+    result = app.test_cli_runner().invoke(args=["templates", "lint"])
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [
+        "aws/rds@8.2.0:2: multi_az is printed outside quotes without an hcl filter "
+        "(use | hcl, | hcl_identifier or | hcl_map)",
+        "aws/rds@8.2.0:2: warning: multi_az holds a flag but is printed without a filter, "
+        "which writes 1/0 or Y/N where Terraform expects true/false; use | to_terraform_bool",
+    ]
+
+
+@pytest.mark.parametrize(("types", "rows", "kinds"), [
+    # Oracle NUMBER(1) and CHAR(1) 'Y'/'N' flags; a BOOLEAN read back as 1/0 (SQLite)
+    ({"multi_az": sa.Numeric(1, 0)}, [{"multi_az": 1}, {"multi_az": 0}], {"multi_az": "flag"}),
+    ({"encrypted": sa.CHAR(1)}, [{"encrypted": "Y"}, {"encrypted": "n"}],
+     {"encrypted": "flag"}),
+    ({"public": sa.String(5)}, [{"public": "true"}, {"public": None}], {"public": "flag"}),
+    ({"multi_az": sa.Boolean()}, [{"multi_az": 1}], {"multi_az": "flag"}),
+    # a real boolean column that arrives as Python bools prints fine with | hcl
+    ({"multi_az": sa.Boolean()}, [{"multi_az": True}, {"multi_az": False}], {}),
+    # counts and codes are not flags, whatever their values
+    ({"replicas": sa.Integer()}, [{"replicas": 1}, {"replicas": 0}], {}),
+    ({"tier": sa.CHAR(1)}, [{"tier": "A"}, {"tier": "Y"}], {}),
+    ({"size": sa.Numeric(10, 0)}, [{"size": 1}], {}),
+    # lists: a bracketed value anywhere in the sample, or a list-like name on text
+    ({"subnet_ids": sa.String(400)}, [{"subnet_ids": "[a, b]"}], {"subnet_ids": "list"}),
+    ({"sgs": sa.String(400)}, [{"sgs": "x"}, {"sgs": "[x, y]"}], {"sgs": "list"}),
+    ({"cidr_blocks": sa.String(400)}, [{"cidr_blocks": "10.0.0.0/8"}], {"cidr_blocks": "list"}),
+    ({"name": sa.String(100)}, [{"name": "orders-db"}], {}),
+    ({"subnet_ids": sa.String(400)}, [{"subnet_ids": None}], {}),
+], ids=repr)
+def test_column_kinds(types: dict[str, object], rows: list[dict[str, object]],
+                      kinds: dict[str, str]) -> None:
+    assert column_kinds(types, rows) == kinds
