@@ -458,13 +458,22 @@ class ApexStore:
             The resource request (row + rules) and the template for its module version.
 
         Raises:
-            NotFound: The pair is not in the catalog.
             RequestNotFound: No row with that id, or the request view is missing.
-            TemplateNotFound: No template for the row's ``module_version``.
+            TemplateNotFound: No template for the row's ``module_version``, or the pair
+                is no longer in the catalog (its templates were removed after the job
+                was accepted: the API answers an unknown pair with 404 before that).
             DatabaseUnavailable: The database did not answer (retryable).
             InternalError: A view exists but its query fails (schema mismatch).
         """
-        row_query, rules_query = self.statements(request)
+        try:
+            row_query, rules_query = self.statements(request)
+        except NotFound as e:  # an API answer, not a job failure code
+            raise TemplateNotFound(
+                f"no template for {request.cloud_id}/{request.resource_type} any more: "
+                "the pair left the catalog after the job was accepted",
+                details={"cloud_id": request.cloud_id,
+                         "resource_type": request.resource_type},
+            ) from e
         row, rules = self._read(lambda conn: self._load_rows(conn, request, row_query,
                                                              rules_query))
         text = row.pop("tfgen__template")

@@ -19,10 +19,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pygohcl
 import pytest
 import sqlalchemy as sa
 
 from app.core.model import JobRequest
+from app.core.render import Renderer
 from app.core.schema import RESOURCE_TYPES, ResourceType, drop_schema, init_schema, load_demo
 from app.core.store import ApexStore, StoreSettings, plain_value
 from app.errors import DatabaseUnavailable, NotFound, RequestNotFound, TemplateNotFound
@@ -183,7 +185,7 @@ def test_require_pair_refuses_unknown_and_unsafe_pairs(
 ) -> None:
     with pytest.raises(NotFound):
         store.require_pair(cloud_id, resource_type)
-    with pytest.raises(NotFound):
+    with pytest.raises(TemplateNotFound):  # in a job: a documented job failure code
         store.load(JobRequest(cloud_id, resource_type, 1))
 
 
@@ -253,6 +255,47 @@ def test_missing_row_template_and_view_map_to_their_codes(store: ApexStore) -> N
     with pytest.raises(RequestNotFound, match="v_aws_ghost_requests does not exist"):
         store.load(JobRequest("aws", "ghost", 1))
     assert store.load(RDS)[0].row["id"] == 42  # the store is still usable afterwards
+
+
+def test_a_pair_that_left_the_catalog_fails_a_load_with_template_not_found(
+        apex: Apex) -> None:
+    store = apex.store(catalog_ttl=0)
+    engine = sa.create_engine(apex.url)
+    templates = sa.table("tf_template", sa.column("cloud_id"), sa.column("resource_type"),
+                         sa.column("module_version"), sa.column("jinja_template"))
+    try:
+        with engine.begin() as conn:
+            kept = conn.execute(sa.select(templates).where(
+                templates.c.cloud_id == "azure", templates.c.resource_type == "vm")).all()
+        assert store.load(JobRequest("azure", "vm", 101))[1].module_version == "3.1.0"
+        with engine.begin() as conn:  # the admins remove the pair's templates
+            conn.execute(templates.delete().where(
+                templates.c.cloud_id == "azure", templates.c.resource_type == "vm"))
+        with pytest.raises(TemplateNotFound) as caught:
+            store.load(JobRequest("azure", "vm", 101))
+        assert caught.value.code == "TEMPLATE_NOT_FOUND"
+        assert caught.value.details == {"cloud_id": "azure", "resource_type": "vm"}
+        assert "azure/vm" in caught.value.message
+    finally:
+        with engine.begin() as conn:
+            conn.execute(templates.insert(), [dict(r._mapping) for r in kept])
+        engine.dispose()
+        store.dispose()
+
+
+def test_demo_flags_and_lists_render_as_terraform_types(store: ApexStore) -> None:
+    """The demo's multi_az (BOOLEAN: 1/0 on SQLite, a bool on PostgreSQL) is an HCL bool
+    and its subnet_ids ("[subnet-0a1b, subnet-0c2d]" or a plain "subnet-0a1b") a list."""
+    renderer = Renderer()
+    modules = {}
+    for request_id in (42, 43):
+        resource, template = store.load(JobRequest("aws", "rds", request_id))
+        text = renderer.render(template, resource)
+        modules[request_id] = pygohcl.loads(text)["module"][f"rds_{request_id}"]
+        assert "multi_az          = true" in text or "multi_az          = false" in text
+    assert modules[42]["multi_az"] is True and modules[43]["multi_az"] is False
+    assert modules[42]["subnet_ids"] == ["subnet-0a1b", "subnet-0c2d"]
+    assert modules[43]["subnet_ids"] == ["subnet-0a1b"]
 
 
 def test_user_token(store: ApexStore) -> None:

@@ -13,11 +13,17 @@ A push refused because the branch moved (another job) starts again from step 1; 
 existing branch is never deleted or reset. A branch head carrying this job's
 ``Tfgen-Job`` trailer is this job's own earlier attempt (a worker killed after the push):
 its commit is reported as the job's commit, not as "unchanged".
+
+``GIT_REMOTE`` may carry credentials (``https://user:token@host/repo.git``). The URL is
+handed to git only through the throw-away repository's config file (not a command line,
+which ``ps`` and a ``TimeoutExpired`` message show), and everything this publisher says
+(result, errors, git's own messages, the lock key) goes through ``redact_credentials``.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -26,14 +32,28 @@ from app.core.locks import LocalLocks, LockFactory
 from app.core.model import Change, PublishResult
 from app.errors import GitLabNotFound, GitLabUnavailable
 
-__all__ = ["GitError", "GitPublisher"]
+__all__ = ["GitError", "GitPublisher", "redact_credentials"]
+
+# ``scheme://userinfo@``: the userinfo (a user, a token, user:password) ends at the last
+# '@' before the host; it cannot hold '/', so a path's '@' is left alone.
+_URL_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*(?:@[^/@\s]*)*@")
+
+
+def redact_credentials(text: str) -> str:
+    """``text`` with the credentials of every URL in it replaced by ``***``.
+
+    ``https://user:token@host/repo.git`` -> ``https://***@host/repo.git``; a URL without
+    credentials, a path and scp-like ``git@host:repo`` (an SSH user, no secret) are kept.
+    """
+    return _URL_USERINFO.sub(r"\1***@", text)
+
 
 class GitError(RuntimeError):
-    """A git command failed; ``stderr`` holds its message."""
+    """A git command failed; ``stderr`` holds its message, credentials redacted."""
 
     def __init__(self, args: list[str], stderr: str) -> None:
-        super().__init__(f"git {' '.join(args[:2])}: {stderr.strip()[:500]}")
-        self.stderr = stderr
+        self.stderr = redact_credentials(stderr)
+        super().__init__(f"git {' '.join(args[:2])}: {self.stderr.strip()[:500]}")
 
 
 class GitPublisher:
@@ -51,7 +71,8 @@ class GitPublisher:
         timeout: float = 60.0,
         push_attempts: int = 3,
     ) -> None:
-        self.remote = remote
+        self._remote = remote  # may hold credentials: only git sees it
+        self.remote = redact_credentials(remote)
         self.author_name = author_name
         self.author_email = author_email
         self.lock_factory = lock_factory or LocalLocks()
@@ -72,6 +93,15 @@ class GitPublisher:
         if proc.returncode != 0:
             raise GitError(list(args), proc.stderr)
         return proc.stdout.strip()
+
+    def _add_origin(self, repo: Path) -> None:
+        """Point ``origin`` at the remote without putting its URL on a command line."""
+        quoted = self._remote.replace("\\", "\\\\").replace('"', '\\"')
+        if "\n" in quoted:
+            raise GitError(["remote", "add"], "the remote URL holds a line break")
+        with (repo / "config").open("a", encoding="utf-8") as config:
+            config.write(f'[remote "origin"]\n\turl = "{quoted}"\n'
+                         "\tfetch = +refs/heads/*:refs/remotes/origin/*\n")
 
     def _heads(self, repo: Path, *branches: str) -> dict[str, str]:
         refs = [f"refs/heads/{b}" for b in branches]
@@ -94,7 +124,7 @@ class GitPublisher:
             repo = Path(tmp)
             try:
                 self._git(repo, "init", "-q", "--bare")
-                self._git(repo, "remote", "add", "origin", self.remote)
+                self._add_origin(repo)
                 for _ in range(self.push_attempts):
                     result = self._attempt(repo, change)
                     if result is not None:
