@@ -27,6 +27,7 @@ __all__ = [
     "branch_name",
     "commit_trailers",
     "file_path",
+    "made_by_job",
     "sha256_hex",
     "slug",
 ]
@@ -244,6 +245,17 @@ def commit_trailers(job_uuid: str, request: JobRequest, template: Template) -> s
         f"Tfgen-Request: {request.cloud_id}/{request.resource_type}/{request.request_id}\n"
         f"Tfgen-Template: {template.ref} sha256:{template.sha256[:12]}"
     )
+
+
+def made_by_job(commit_message: str | None, job_uuid: str) -> bool:
+    """True when a commit message carries the ``Tfgen-Job`` trailer of ``job_uuid``.
+
+    Both publishers ask this of the branch head whose files already match the job's:
+    it is then the job's own commit from an attempt whose worker died before it could
+    report it, so the job reports that commit (``unchanged: false``), not "unchanged".
+    """
+    trailer = f"Tfgen-Job: {job_uuid}"
+    return any(line.strip() == trailer for line in (commit_message or "").splitlines())
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 
 from app.core.locks import LocalLocks, LockFactory
-from app.core.model import Change, PublishResult
+from app.core.model import Change, PublishResult, made_by_job
 from app.errors import GitLabNotFound, GitLabUnavailable
 
 __all__ = ["GitError", "GitPublisher", "redact_credentials"]
@@ -154,7 +154,7 @@ class GitPublisher:
         tree = self._git(repo, "write-tree")
         if head and tree == self._git(repo, "rev-parse", f"{head}^{{tree}}"):
             message = self._git(repo, "log", "-1", "--format=%B", head)
-            own = f"Tfgen-Job: {change.job_uuid}" in message
+            own = made_by_job(message, change.job_uuid)
             return PublishResult(commit_sha=head, files=change.files, unchanged=not own,
                                  remote=self.remote, branch=change.branch)
         parents = ["-p", base] if base else []

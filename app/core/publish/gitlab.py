@@ -14,7 +14,10 @@ file becomes an ``update`` (or is left out when identical).
 
 Idempotency. The whole sequence runs under a lock per (project, branch), so jobs for
 one request never interleave. Files are compared by ``content_sha256``; identical files
-are left out, and when nothing is left no commit is made (``unchanged=True``). An
+are left out, and when nothing is left no commit is made (``unchanged=True``), unless
+the branch head carries this job's ``Tfgen-Job`` trailer: then it is the job's own
+commit from an attempt whose worker died before hearing GitLab's answer, reported as
+the job's commit (``unchanged=False``), as the git publisher does. An
 existing branch is only ever committed to, never deleted or reset (no ``force``).
 Updates carry the file's ``last_commit_id`` so a concurrent edit is rejected instead of
 overwritten.
@@ -52,7 +55,7 @@ import gitlab.exceptions
 import requests
 
 from app.core.locks import LocalLocks, LockFactory, LockTimeout
-from app.core.model import Change, PublishResult, RenderedFile, Secret
+from app.core.model import Change, PublishResult, RenderedFile, Secret, made_by_job
 from app.errors import GitLabAuth, GitLabNotFound, GitLabUnavailable, InternalError
 
 __all__ = ["GitLabObserver", "GitLabPublisher"]
@@ -124,6 +127,7 @@ class _Plan:
     branch_exists: bool
     head: str | None
     actions: list[dict[str, str]] = field(default_factory=list)
+    head_message: str | None = None  # the branch head's commit message
 
 
 @dataclass(frozen=True)
@@ -410,7 +414,10 @@ class GitLabPublisher:
             if not plan.actions:
                 # After an unclear POST, files found on the branch are that commit's.
                 commit_sha = plan.head
-                unchanged = not (maybe_committed and plan.branch_exists)
+                # Ours when a POST of this publish may have landed, or when the head
+                # carries this job's trailer (an attempt whose worker died mid-publish).
+                unchanged = not (maybe_committed and plan.branch_exists) and not (
+                    plan.branch_exists and made_by_job(plan.head_message, change.job_uuid))
                 break
             payload = self._commit_payload(change, plan)
             try:
@@ -467,6 +474,8 @@ class GitLabPublisher:
         plan = _Plan(
             branch_exists=branch is not None,
             head=str(branch.commit["id"]) if branch is not None else None,
+            head_message=str(branch.commit.get("message") or "") if branch is not None
+            else None,
         )
         for rendered in change.files:
             current = talk.read_optional(

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from app.core.locks import LocalLocks, LockFactory, LockTimeout, RedisLocks
-from app.core.model import Change, RenderedFile, Secret, branch_name, file_path
+from app.core.model import Change, RenderedFile, Secret, branch_name, file_path, made_by_job
 from app.core.publish.gitlab import GitLabPublisher, _rate_limit_delay
 from app.errors import GitLabAuth, GitLabNotFound, GitLabUnavailable
 from tests.stubs.fixtures import ALICE, BOB, EVE, PROJECT, RITA
@@ -203,6 +203,39 @@ def test_lost_commit_answer_is_detected_not_repeated(gitlab_stub: GitLabStub) ->
     assert result.commit_sha == commit.id
     assert result.unchanged is False  # the commit is this job's, even unheard
     assert len(project.merge_requests) == 1
+
+
+def test_a_rerun_after_the_worker_died_mid_publish_reports_the_jobs_own_commit(
+        gitlab_stub: GitLabStub) -> None:
+    change = make_change()
+    # The first attempt's worker died once GitLab had applied the commit (no answer, no
+    # merge request): a new process, with a new publisher, runs the same job again.
+    gitlab_stub.fail_next("lost", method="POST", pattern=P_COMMITS)
+    with pytest.raises(GitLabUnavailable):
+        make_publisher(gitlab_stub, max_retries=0).publish(change)
+    project = gitlab_stub.project(PROJECT)
+    (commit,) = new_commits(project, change.branch)
+    assert project.merge_requests == []
+    gitlab_stub.reset_counts()
+
+    result = make_publisher(gitlab_stub).publish(change)
+
+    assert calls(gitlab_stub, "POST", P_COMMITS) == 0
+    assert new_commits(project, change.branch) == [commit]
+    assert result.commit_sha == commit.id
+    assert result.unchanged is False  # the job's own commit, recognised by its trailer
+    assert len(project.merge_requests) == 1
+    # Another job finding the same files on the branch: nothing of its own, unchanged.
+    other = make_publisher(gitlab_stub).publish(make_change())
+    assert other.unchanged is True and other.commit_sha == commit.id
+
+
+def test_a_trailer_must_be_the_jobs_whole_line() -> None:
+    job = "6f1c2b9e-0000-4000-8000-000000000001"
+    assert made_by_job(f"subject\n\nbody\n\nTfgen-Job: {job}\nTfgen-Request: a/b/1\n", job)
+    assert not made_by_job(f"subject\n\nTfgen-Job: {job}0\n", job)
+    assert not made_by_job(f"subject mentions Tfgen-Job: {job} in passing\n", job)
+    assert not made_by_job(None, job)
 
 
 def test_lost_merge_request_answer_is_detected_not_repeated(gitlab_stub: GitLabStub) -> None:
