@@ -206,7 +206,11 @@ def test_worker_killed_while_publishing_ends_with_one_commit_and_one_mr(
     assert publishes == [1, 2]
     project = gitlab.project(AZURE)
     branch = doc["result"]["merge_request"]["source_branch"]
-    assert len(new_commits(project, branch)) == 1
+    (commit,) = new_commits(project, branch)
+    # The re-run reports the commit the first attempt made, recognised by its trailer.
+    assert doc["result"]["unchanged"] is False
+    assert doc["result"]["commit"]["sha"] == commit.id
+    assert f"Tfgen-Job: {doc['uuid']}" in commit.message
     assert len(project.open_merge_requests(branch)) == 1
     assert len([m for m in project.merge_requests if m["source_branch"] == branch]) == 1
 
