@@ -23,8 +23,8 @@ from decimal import Decimal
 from typing import Any
 
 __all__ = [
-    "HclLiteral",
     "BoolValueError",
+    "HclLiteral",
     "HclValueError",
     "escape_comment",
     "escape_heredoc",

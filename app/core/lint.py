@@ -96,10 +96,11 @@ def column_kinds(types: Mapping[str, Any], rows: Iterable[Mapping[str, Any]]) ->
     kinds: dict[str, str] = {}
     for name, seen in values.items():
         texts = [v for v in seen if isinstance(v, str)]
-        if _flag_type(types.get(name)) and not all(isinstance(v, bool) for v in seen or [0]):
-            kinds[name] = "flag"
-        elif texts and len(texts) == len(seen) and all(
-                v.strip().lower() in _FLAG_WORDS for v in texts):
+        typed_flag = _flag_type(types.get(name)) and not all(
+            isinstance(v, bool) for v in seen or [0])
+        worded_flag = bool(texts) and len(texts) == len(seen) and all(
+            v.strip().lower() in _FLAG_WORDS for v in texts)
+        if typed_flag or worded_flag:
             kinds[name] = "flag"
         elif texts and (any(_BRACKETED.match(v) for v in texts) or _LIST_NAME.search(name)):
             kinds[name] = "list"
