@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -35,17 +36,20 @@ def lint_app(tmp_path: Path, extra: dict[str, str] | None = None) -> Flask:
                        "DATABASE_URL": url, "AUTH_MODE": "dev"})
 
 
+def run_lint(tmp_path: Path, extra: dict[str, str] | None = None) -> Any:
+    """``manage.py templates lint`` on the demo data plus ``extra`` aws/rds templates."""
+    return lint_app(tmp_path, extra).test_cli_runner().invoke(args=["templates", "lint"])
+
+
 def test_the_demo_templates_are_clean(tmp_path: Path) -> None:
-    app = lint_app(tmp_path)
-    result = app.test_cli_runner().invoke(args=["templates", "lint"])
+    result = run_lint(tmp_path)
     assert result.exit_code == 0, result.output
     assert result.stdout == ""
     assert "5 template(s) checked, 0 finding(s), 0 warning(s)" in result.stderr
 
 
 def test_findings_are_one_line_each_with_ref_and_line(tmp_path: Path) -> None:
-    app = lint_app(tmp_path, BAD_TEMPLATES)
-    result = app.test_cli_runner().invoke(args=["templates", "lint"])
+    result = run_lint(tmp_path, BAD_TEMPLATES)
     assert result.exit_code == 1
     assert result.stdout.splitlines() == [
         "aws/rds@9.0.0:2: name is printed outside quotes without an hcl filter "
@@ -82,8 +86,7 @@ SHAPE_TEMPLATES = {
 
 
 def test_list_and_flag_columns_printed_bare_are_warned_about(tmp_path: Path) -> None:
-    app = lint_app(tmp_path, SHAPE_TEMPLATES)
-    result = app.test_cli_runner().invoke(args=["templates", "lint"])
+    result = run_lint(tmp_path, SHAPE_TEMPLATES)
     assert result.exit_code == 0, result.output  # warnings only
     flag = "which writes 1/0 or Y/N where Terraform expects true/false; use | to_terraform_bool"
     listed = "which writes one string (or a comma list as one item); use | to_terraform_list"
@@ -99,15 +102,13 @@ def test_list_and_flag_columns_printed_bare_are_warned_about(tmp_path: Path) -> 
 
 
 def test_a_bare_flag_is_both_an_error_and_a_warning(tmp_path: Path) -> None:
-    app = lint_app(tmp_path, {"8.2.0": 'module "rds" {\n  multi_az = {{ multi_az }}\n}\n'})
-    result = app.test_cli_runner().invoke(args=["templates", "lint"])
-    assert result.exit_code == 1
-    assert result.stdout.splitlines() == [
+    result = run_lint(tmp_path, {"8.2.0": 'module "rds" {\n  multi_az = {{ multi_az }}\n}\n'})
+    assert (result.exit_code, result.stdout.splitlines()) == (1, [
         "aws/rds@8.2.0:2: multi_az is printed outside quotes without an hcl filter "
         "(use | hcl, | hcl_identifier or | hcl_map)",
         "aws/rds@8.2.0:2: warning: multi_az holds a flag but is printed without a filter, "
         "which writes 1/0 or Y/N where Terraform expects true/false; use | to_terraform_bool",
-    ]
+    ])
 
 
 @pytest.mark.parametrize(("types", "rows", "kinds"), [
