@@ -50,7 +50,7 @@ export LOG_FORMAT=console               # console | json (prod default: json)
 
 # --- publishing --------------------------------------------------------------------
 export PUBLISHER=git                    # git (push branches to GIT_REMOTE) | gitlab
-# export GIT_REMOTE=var/remote.git      # any git URL or path
+# export GIT_REMOTE=var/remote.git      # any git URL or path (credentials in it are redacted)
 # export GITLAB_URL=https://gitlab.example.com   # required with PUBLISHER=gitlab
 # export GITLAB_TOKEN=                  # SECRET, optional service token (users' own first)
 # export GITLAB_TARGET_BRANCH=main
