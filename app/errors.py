@@ -25,6 +25,8 @@ __all__ = [
     "JobFailure",
     "JobTimeout",
     "NotFound",
+    "PolicyDenied",
+    "PolicyError",
     "QueueUnavailable",
     "RenderError",
     "RequestNotFound",
@@ -156,6 +158,18 @@ class Canceled(JobFailure):
     status, code = 409, "CANCELED"
 
 
+class PolicyDenied(JobFailure):
+    """A policy denied the change; ``details["violations"]`` lists ``{rule, msg}``."""
+
+    status, code = 422, "POLICY_DENIED"
+
+
+class PolicyError(JobFailure):
+    """A policy file does not compile or evaluate; ``details`` names file and line."""
+
+    status, code = 500, "POLICY_ERROR"
+
+
 class InternalError(JobFailure):
     status, code = 500, "INTERNAL"
 
@@ -173,4 +187,6 @@ JOB_FAILURE_CODES: tuple[str, ...] = (
     "TIMEOUT",
     "CANCELED",
     "INTERNAL",
+    "POLICY_DENIED",
+    "POLICY_ERROR",
 )
