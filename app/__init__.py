@@ -78,7 +78,7 @@ def _make_embedded_dirs(config: Mapping[str, Any]) -> None:
 
 def register_apis(app: Flask) -> None:
     """Mount ``/api/v1`` (flask-restx, Swagger UI at ``/api/v1/docs``) and the probes."""
-    from app.apis import jobs, templates  # noqa: F401 - registers the routes
+    from app.apis import jobs, templates, waivers  # noqa: F401 - registers the routes
     from app.apis.errors import register_error_handlers
     from app.apis.generate import ns as terraform_ns
     from app.apis.health import bp as health_bp
@@ -89,6 +89,7 @@ def register_apis(app: Flask) -> None:
     api.init_app(blueprint)
     api.add_namespace(terraform_ns)
     api.add_namespace(jobs.ns)
+    api.add_namespace(waivers.ns)
     register_error_handlers(api)
     register_swagger_ui(app, api)
     app.register_blueprint(blueprint)
@@ -118,12 +119,13 @@ def register_request_hooks(app: Flask) -> None:
 
 
 def register_cli(app: Flask) -> None:
-    """Add the ``init-db``, ``templates``, ``token`` and ``export-swagger`` commands."""
-    from app.cli import export_swagger_command, init_db_command, templates_group
+    """Add the ``init-db``, ``templates``, ``policy``, ``token`` and ``export-swagger`` commands."""
+    from app.cli import export_swagger_command, init_db_command, policy_group, templates_group
     from app.cli_token import token_command
 
     app.cli.add_command(init_db_command)
     app.cli.add_command(templates_group)
+    app.cli.add_command(policy_group)
     app.cli.add_command(token_command)
     app.cli.add_command(export_swagger_command)
 

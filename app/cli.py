@@ -12,12 +12,14 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from app.core.lint import lint_templates
+from app.core.policy import PolicyEngine
 from app.core.schema import init_schema, load_demo
+from app.errors import PolicyError
 from app.services import Services
 from config.settings import ROOT
 
-__all__ = ["export_swagger_command", "init_db_command", "lint_command", "render_spec",
-           "swagger_spec", "templates_group"]
+__all__ = ["export_swagger_command", "init_db_command", "lint_command", "policy_group",
+           "render_spec", "swagger_spec", "templates_group"]
 
 # The spec the repository keeps (tests compare it with the live one). Export it from a
 # configuration without an IdP (APP_ENV=test or dev): with OIDC the spec also declares
@@ -72,6 +74,57 @@ def lint_command() -> None:
     click.echo(f"{checked} template(s) checked, {problems} finding(s), {warnings} warning(s)",
                err=True)
     if problems:
+        raise SystemExit(1)
+
+
+@click.group("policy")
+def policy_group() -> None:
+    """Work with the Rego policies of POLICY_DIR."""
+
+
+def _policy_engine(folder: Path | None) -> PolicyEngine:
+    engine = PolicyEngine(folder or current_app.config.get("POLICY_DIR"))
+    if not engine.enabled:
+        raise click.ClickException("no policies: set POLICY_DIR or pass --dir")
+    return engine
+
+
+@policy_group.command("lint")
+@click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path),
+              help="The policy folder (default: POLICY_DIR).")
+@with_appcontext
+def policy_lint_command(folder: Path | None) -> None:
+    """Compile every policy; exit 1 naming file and line when one does not compile."""
+    engine = _policy_engine(folder)
+    try:
+        sources = engine.check()
+    except PolicyError as e:
+        click.echo(e.message)
+        raise SystemExit(1) from e
+    for source in sources:
+        click.echo(f"{source.file}: ok")
+    click.echo(f"{len(sources)} policy file(s) compiled in {engine.folder}", err=True)
+
+
+@policy_group.command("test")
+@click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path),
+              help="The policy folder (default: POLICY_DIR).")
+@with_appcontext
+def policy_test_command(folder: Path | None) -> None:
+    """Run the *_test.json cases beside the policies; exit 1 when one fails."""
+    engine = _policy_engine(folder)
+    try:
+        outcomes = engine.run_tests()
+    except PolicyError as e:
+        click.echo(e.message)
+        raise SystemExit(1) from e
+    for outcome in outcomes:
+        click.echo(f"{'PASS' if outcome.passed else 'FAIL'} {outcome.file}: {outcome.name}")
+        for problem in outcome.problems:
+            click.echo(f"    {problem}")
+    failed = sum(not o.passed for o in outcomes)
+    click.echo(f"{len(outcomes)} case(s), {failed} failed", err=True)
+    if failed or not outcomes:
         raise SystemExit(1)
 
 

@@ -163,6 +163,12 @@ class PolicyDenied(JobFailure):
 
     status, code = 422, "POLICY_DENIED"
 
+    def to_dict(self) -> dict[str, Any]:
+        """The error object, with ``violations`` beside ``code`` as the contract shows it."""
+        body = super().to_dict()
+        body["violations"] = self.details.get("violations", [])
+        return body
+
 
 class PolicyError(JobFailure):
     """A policy file does not compile or evaluate; ``details`` names file and line."""

@@ -12,22 +12,25 @@ from typing import Any
 
 import redis
 
+from app.core.checkov import Checkov
 from app.core.jobs import JobStore, job_store_from_url
 from app.core.locks import LocalLocks, LockFactory, RedisLocks
 from app.core.model import Publisher, Secret
 from app.core.pipeline import Pipeline
+from app.core.policy import PolicyCheck, PolicyEngine
 from app.core.publish.git import GitPublisher
 from app.core.publish.gitlab import GitLabPublisher
 from app.core.render import Renderer
 from app.core.store import ApexStore, StoreSettings
 from app.core.validate import Validator
+from app.core.waivers import WaiverStore, waiver_store_from_url
 from app.metrics import observe_gitlab
 
 __all__ = ["Services"]
 
 
 class Services:
-    """Lazily built store, job store, renderer, validator, publisher and pipeline."""
+    """Lazily built store, job store, waivers, policies, publisher and pipeline."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.config = config
@@ -43,6 +46,24 @@ class Services:
         return job_store_from_url(self.config["JOB_STORE_URL"],
                                   prefix=self.config["JOB_KEY_PREFIX"],
                                   ttl=int(self.config["JOB_RESULT_TTL"]))
+
+    @cached_property
+    def waivers(self) -> WaiverStore:
+        """Policy waivers, stored beside the job records."""
+        return waiver_store_from_url(self.config["JOB_STORE_URL"],
+                                     prefix=self.config["JOB_KEY_PREFIX"])
+
+    @cached_property
+    def policies(self) -> PolicyEngine:
+        """The ``POLICY_DIR`` Rego policies, compiled once per process (and on change)."""
+        return PolicyEngine(self.config.get("POLICY_DIR"))
+
+    @cached_property
+    def policy_check(self) -> PolicyCheck:
+        """The policy stage: Rego, waivers, and checkov when ``CHECKOV_BIN`` is set."""
+        binary = self.config.get("CHECKOV_BIN")
+        scanners = [Checkov(binary, float(self.config["CHECKOV_TIMEOUT"]))] if binary else []
+        return PolicyCheck(self.policies, self.waivers, scanners)
 
     @cached_property
     def locks(self) -> LockFactory:
@@ -78,7 +99,7 @@ class Services:
 
     @cached_property
     def pipeline(self) -> Pipeline:
-        """fetch -> render -> validate -> publish."""
+        """fetch -> render -> validate -> policy -> publish."""
         return Pipeline(
             store=self.store,
             renderer=Renderer(cache_size=int(self.config["TEMPLATE_CACHE_SIZE"])),
@@ -90,4 +111,5 @@ class Services:
             ),
             publisher=self.publisher,
             target_branch=self.config["GITLAB_TARGET_BRANCH"],
+            policy=self.policy_check,
         )

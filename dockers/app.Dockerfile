@@ -28,6 +28,7 @@ COPY --chown=root:root manage.py pyproject.toml ./
 COPY --chown=root:root app ./app
 COPY --chown=root:root config ./config
 COPY --chown=root:root swagger ./swagger
+COPY --chown=root:root policies ./policies
 USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \

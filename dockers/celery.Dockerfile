@@ -36,6 +36,7 @@ COPY --chown=root:root app ./app
 COPY --chown=root:root config ./config
 COPY --chown=root:root tasks ./tasks
 COPY --chown=root:root swagger ./swagger
+COPY --chown=root:root policies ./policies
 USER 10001:10001
 EXPOSE 9808
 # The main process serves the pool's metrics: it answers while the worker lives.

@@ -33,6 +33,11 @@ export LOG_FORMAT=console               # console | json (prod default: json)
 # export APEX_USERS_TABLE=users
 # export APEX_REQUEST_VIEW='v_{cloud_id}_{resource_type}_requests'
 
+# --- policies before the merge request (docs/policies.md) ----------------------------
+# export POLICY_DIR=policies            # Rego folder; unset = the policy stage reports "no policies"
+# export CHECKOV_BIN=/work/checkov-venv/bin/checkov  # optional; its findings join as warnings
+# export CHECKOV_TIMEOUT=60             # seconds a checkov scan may take (then one warning)
+
 # --- Celery broker, results, job records ---------------------------------------------
 # export CELERY_BROKER_URL=redis://127.0.0.1:6379/0   # default: filesystem://
 # export CELERY_RESULT_BACKEND=redis://127.0.0.1:6379/0  # default: the broker if Redis

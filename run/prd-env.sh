@@ -49,6 +49,11 @@ export APEX_TEMPLATE_TABLE=tf_template
 export APEX_USERS_TABLE=users
 export APEX_REQUEST_VIEW='v_{cloud_id}_{resource_type}_requests'
 
+# --- policies before the merge request (docs/policies.md) -------------------------------
+export POLICY_DIR=/app/policies         # Rego files; unset = no policies
+export CHECKOV_BIN=                     # optional checkov from its own image/venv
+export CHECKOV_TIMEOUT=60
+
 # --- GitLab --------------------------------------------------------------------------
 export PUBLISHER=gitlab
 export GITLAB_URL=https://gitlab.example.com

@@ -57,7 +57,8 @@ def test_demo_ends_with_success_and_a_commit_on_the_feature_branch(
 
     doc = job_document(done.stdout)
     assert doc["status"] == "SUCCESS" and doc["stage"] == "done"
-    assert [s["stage"] for s in doc["stages"]] == ["fetch", "render", "validate", "publish", "done"]
+    assert [s["stage"] for s in doc["stages"]] == ["fetch", "render", "validate", "policy",
+                                                   "publish", "done"]
     result = doc["result"]
     branch = result["branch"]
     cloud, rtype = doc["request"]["cloud_id"], doc["request"]["resource_type"]

@@ -34,7 +34,7 @@ from config.settings import ConfigError
 from tests.conftest import Stack, Worker, free_port, sqlite_apex, stack_env
 
 BODY = {"cloud_id": "aws", "resource_type": "rds", "request_id": 42}
-STAGES = ["fetch", "render", "validate", "publish"]
+STAGES = ["fetch", "render", "validate", "policy", "publish"]
 
 
 class JsonStack(Stack):

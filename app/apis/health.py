@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, current_app
 
-from app.errors import TfgenError
+from app.errors import PolicyError, TfgenError
 from app.services import Services
 
 bp = Blueprint("health", __name__)
@@ -20,14 +21,20 @@ def health() -> dict[str, str]:
 
 @bp.get("/ready")
 def ready() -> tuple[dict[str, Any], int]:
-    """Ready when the job store/broker and the APEX database answer; 503 names which not."""
+    """Ready when the job store/broker and the APEX database answer and the policies
+    compile; 503 names which not."""
     svc: Services = current_app.extensions["tfgen"]
     checks: dict[str, str] = {}
-    for name, ping in (("jobs", svc.jobs.ping), ("database", svc.store.ping),
-                       ("broker", lambda: _ping_broker())):
+    probes: list[tuple[str, Callable[[], object]]] = [
+        ("jobs", svc.jobs.ping), ("database", svc.store.ping), ("broker", _ping_broker)]
+    if svc.policies.enabled:
+        probes.append(("policies", svc.policies.check))
+    for name, ping in probes:
         try:
             ping()
             checks[name] = "ok"
+        except PolicyError as e:
+            checks[name] = f"{svc.policies.folder} does not compile: {e.message}"
         except (TfgenError, OSError) as e:
             checks[name] = f"unavailable: {getattr(e, 'message', str(e))}"
     failing = sorted(k for k, v in checks.items() if v != "ok")

@@ -26,17 +26,21 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from app.core.model import RenderedFile, ResourceRequest, Template, sha256_hex
 from app.errors import PolicyError
 
 __all__ = [
     "Finding",
+    "FindingSource",
+    "PendingScan",
+    "PolicyCheck",
     "PolicyEngine",
     "PolicyReport",
     "PolicySource",
     "TestOutcome",
+    "WaiverLookup",
     "hcl_document",
     "policy_input",
 ]
@@ -88,6 +92,12 @@ class PolicyReport:
         """Return the JSON-ready report."""
         return {"denied": self.denied, "warnings": self.warnings, "waived": self.waived,
                 "policies": self.policies, "summary": self.summary}
+
+    def waiver_trailers(self) -> list[str]:
+        """``Tfgen-Waiver: <rule> by <admin> until <date>``, one per waived rule."""
+        return list(dict.fromkeys(
+            f"Tfgen-Waiver: {w['rule']} by {w['waiver']['granted_by']} until "
+            f"{w['waiver']['expires_at']}" for w in self.waived))
 
     def markdown(self) -> str:
         """The MR description's Policy section body: warnings and waivers, one a line."""
@@ -149,7 +159,7 @@ def _block_keys(content: str) -> dict[tuple[str, ...], int]:
             continue
         parent = stack[-1] if stack else ()
         header = _HEADER.match(line) if parent is not None else None
-        if header and (not header.group(3).strip() or header.group(4)):
+        if header and parent is not None and (not header.group(3).strip() or header.group(4)):
             name = header.group(1)
             labels = tuple(_label(m) for m in _LABEL.finditer(header.group(2)))
             keys[(*parent, name)] = len(labels)
@@ -506,3 +516,98 @@ class TestOutcome:
     def passed(self) -> bool:
         """True when every expectation held."""
         return not self.problems
+
+
+# --- The policy stage ------------------------------------------------------------------------
+
+
+class WaiverLookup(Protocol):
+    """What the stage needs of the waiver store."""
+
+    def for_request(self, cloud_id: str, resource_type: str, request_id: int) -> list[Any]:
+        """The waivers (active or not) of one request."""
+
+
+class PendingScan(Protocol):
+    """A scan running in the background."""
+
+    def collect(self) -> list[Finding]:
+        """Wait for it and return its warnings."""
+
+    def cancel(self) -> None:
+        """Stop it (the job ended before the policy stage)."""
+
+
+class FindingSource(Protocol):
+    """An extra scanner whose findings join the report as warnings (checkov)."""
+
+    def start(self, files: Sequence[RenderedFile]) -> PendingScan:
+        """Start scanning ``files``."""
+
+
+@dataclass
+class PolicyCheck:
+    """The ``policy`` stage: Rego rules, waivers, and optional extra scanners."""
+
+    engine: PolicyEngine
+    waivers: WaiverLookup | None = None
+    scanners: Sequence[FindingSource] = ()
+
+    def start_scans(self, files: Sequence[RenderedFile]) -> list[PendingScan]:
+        """Start the extra scanners early, so they run while the job validates."""
+        return [scanner.start(files) for scanner in self.scanners]
+
+    def check(self, resource: ResourceRequest, files: Sequence[RenderedFile],
+              template: Template, owner: str,
+              scans: Sequence[PendingScan] | None = None) -> PolicyReport:
+        """Evaluate the policies on a job's request and files.
+
+        Args:
+            resource: The request row and its rules.
+            files: The validated files.
+            template: The template they came from.
+            owner: The job's owner.
+            scans: Scans started by ``start_scans``; started now when None.
+
+        Returns:
+            The report: denied (not waived), warnings, waived, and the files evaluated.
+
+        Raises:
+            PolicyError: A policy does not compile or evaluate.
+        """
+        report = PolicyReport()
+        if not self.engine.enabled and not self.scanners:
+            return report
+        scans = self.start_scans(files) if scans is None else scans
+        deny: list[Finding] = []
+        try:
+            if self.engine.enabled:
+                deny, warn, sources = self.engine.evaluate(
+                    policy_input(resource, files, template, owner))
+                report.policies = [s.to_dict() for s in sources]
+                report.warnings = [w.to_dict() for w in warn]
+        except BaseException:
+            for scan in scans:
+                scan.cancel()
+            raise
+        for scan in scans:
+            report.warnings += [w.to_dict() for w in scan.collect()]
+        active: dict[str, Any] = {}
+        if deny and self.waivers is not None:
+            for waiver in self.waivers.for_request(resource.cloud_id, resource.resource_type,
+                                                   resource.request_id):
+                if waiver.active():
+                    active.setdefault(waiver.rule, waiver)
+        for finding in deny:
+            waiver = active.get(finding.rule)
+            if waiver is None:
+                report.denied.append(finding.to_dict())
+            else:
+                report.waived.append({**finding.to_dict(), "waiver": {
+                    "id": waiver.id, "granted_by": waiver.granted_by,
+                    "expires_at": waiver.expires_at, "reason": waiver.reason}})
+        count = len(report.policies)
+        report.summary = (f"{count} polic{'y' if count == 1 else 'ies'}: "
+                          f"{len(report.denied)} denied, {len(report.warnings)} warning(s), "
+                          f"{len(report.waived)} waived")
+        return report

@@ -126,7 +126,7 @@ def test_stages_of_a_running_job_are_observed_in_order(pg_stack: Stack) -> None:
     assert "fetch" in seen and seen[-1] == "done"
     assert seen == sorted(seen, key=STAGES.index)  # never backwards
     history = [s["stage"] for s in doc["stages"]]
-    assert history == ["fetch", "render", "validate", "publish", "done"]
+    assert history == ["fetch", "render", "validate", "policy", "publish", "done"]
     times = [s["at"] for s in doc["stages"]]
     assert times == sorted(times)
 
