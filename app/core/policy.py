@@ -266,7 +266,7 @@ def _compile_error(error: Exception, sources: Mapping[str, PolicySource],
 
 
 def _rule_line(source: PolicySource, rule: str) -> int | None:
-    found = re.search(rf"^\s*{re.escape(rule)}\b", source.text, re.MULTILINE)
+    found = re.search(rf"^[ \t]*{re.escape(rule)}\b", source.text, re.MULTILINE)
     return source.text.count("\n", 0, found.start()) + 1 if found else None
 
 
