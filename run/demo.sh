@@ -41,6 +41,8 @@ fi
 export PATH="$venv/bin:$PATH"
 
 export APP_ENV=dev AUTH_MODE=dev TFGEN_VAR_DIR="$var" LOG_LEVEL=${LOG_LEVEL:-WARNING}
+# The starter policies (docs/policies.md): the demo requests each trip one warning.
+export POLICY_DIR=${POLICY_DIR:-$root/policies}
 unset CELERY_BROKER_URL CELERY_RESULT_BACKEND DATABASE_URL JOB_STORE_URL GIT_REMOTE PUBLISHER
 rm -rf "$var"
 mkdir -p "$var"
@@ -107,6 +109,8 @@ if [ "$final" != SUCCESS ]; then
   say "job ended $final; worker log: $var/worker.log"
   exit 1
 fi
+say "policy report (POLICY_DIR=$POLICY_DIR):"
+echo "$doc" | jq -r '.result.policy | "  \(.summary)", (.warnings[] | "  warning \(.rule): \(.msg)")' >&2
 branch=$(echo "$doc" | jq -r .result.branch)
 say "the commit on $branch in the local remote:"
 git --git-dir "$var/remote.git" log --stat -1 "$branch" >&2

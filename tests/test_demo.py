@@ -45,12 +45,12 @@ def processes_with_env(entry: str) -> list[int]:
     return found
 
 
-@pytest.mark.parametrize(("args", "path"), [
-    ((), "aws/rds/orders-db.tf"),
-    (("aws", "ec2", "7"), "aws/ec2/"),
+@pytest.mark.parametrize(("args", "path", "warning"), [
+    ((), "aws/rds/orders-db.tf", "storage-encryption-explicit"),
+    (("aws", "ec2", "7"), "aws/ec2/", "required-tag-costcenter"),
 ])
 def test_demo_ends_with_success_and_a_commit_on_the_feature_branch(
-        tmp_path: Path, args: tuple[str, ...], path: str) -> None:
+        tmp_path: Path, args: tuple[str, ...], path: str, warning: str) -> None:
     var = tmp_path / "demo"
     done = run_demo(var, *args)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -72,6 +72,10 @@ def test_demo_ends_with_success_and_a_commit_on_the_feature_branch(
     message = subprocess.run([*git, "log", "-1", "--format=%B", branch], capture_output=True,
                              text=True, check=True).stdout
     assert f"Tfgen-Job: {doc['uuid']}" in message
+    # The starter policies: each demo request trips one warning, shown in the report.
+    assert [w["rule"] for w in result["policy"]["warnings"]] == [warning]
+    assert f"warning {warning}: " in done.stderr
+    assert f"- warning `{warning}`" in message
     # The demo stopped what it started: nothing listens or runs from its folder any more.
     assert processes_with_env(f"TFGEN_VAR_DIR={var}") == []
 
