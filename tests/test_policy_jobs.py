@@ -56,12 +56,7 @@ warn contains {"rule": "probe-rendered-description", "msg": body.ingress[0].desc
 }
 """
 
-BROKEN = """package tfgen.broken
-
-deny contains msg if {
-  msg := 
-}
-"""
+BROKEN = "package tfgen.broken\n\ndeny contains msg if {\n  msg :=\n}\n"
 
 
 def add_ec2_requests(database_url: str) -> None:
@@ -233,6 +228,6 @@ def test_a_broken_policy_fails_jobs_and_ready_until_it_is_fixed(
         assert "broken.rego:4:" in ready.json["checks"]["policies"]
         assert str(policy_dir) in ready.json["checks"]["policies"]
     finally:
-        broken.write_text(BROKEN.replace("msg := \n", 'msg := "fixed"\n  false\n'))
+        broken.write_text(BROKEN.replace("msg :=\n", 'msg := "fixed"\n  false\n'))
     assert run(policy_stack, 7, dry_run=True)["status"] == "SUCCESS"
     assert policy_stack.client.get("/ready").status_code == 200
