@@ -11,7 +11,8 @@ from flask import Flask
 from app import create_app
 from app.cli import DEFAULT_SPEC
 
-DOCUMENTED_PATHS = {"/terraform/generate", "/terraform/templates", "/uuid/{job_uuid}", "/jobs"}
+DOCUMENTED_PATHS = {"/terraform/generate", "/terraform/templates", "/uuid/{job_uuid}", "/jobs",
+                    "/waivers", "/waivers/{waiver_id}"}
 
 
 @pytest.fixture
