@@ -14,13 +14,16 @@ from app.core.waivers import Waiver
 from app.errors import BadRequest, Forbidden, NotFound
 from app.logs import audit
 
+# No control characters: the rule goes into a commit trailer, which is one line.
+ONE_LINE = r"^[^\x00-\x1f\x7f]+(?![\s\S])"
+
 ns = Namespace("waivers", description="Policy waivers (admins)", path="/waivers")
 
 waiver_request = ns.model("WaiverRequest", {
     "cloud_id": fields.String(required=True, pattern=IDENT, max_length=30, example="aws"),
     "resource_type": fields.String(required=True, pattern=IDENT, max_length=30, example="ec2"),
     "request_id": fields.Integer(required=True, min=1, example=7),
-    "rule": fields.String(required=True, min_length=1, max_length=200,
+    "rule": fields.String(required=True, min_length=1, max_length=200, pattern=ONE_LINE,
                           example="no-world-ingress-to-admin-or-database-ports",
                           description="The denied rule (``rule`` of a violation)"),
     "reason": fields.String(required=True, min_length=3, max_length=1000,

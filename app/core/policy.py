@@ -96,17 +96,21 @@ class PolicyReport:
     def waiver_trailers(self) -> list[str]:
         """``Tfgen-Waiver: <rule> by <admin> until <date>``, one per waived rule."""
         return list(dict.fromkeys(
-            f"Tfgen-Waiver: {w['rule']} by {w['waiver']['granted_by']} until "
-            f"{w['waiver']['expires_at']}" for w in self.waived))
+            " ".join(f"Tfgen-Waiver: {w['rule']} by {w['waiver']['granted_by']} until "
+                     f"{w['waiver']['expires_at']}".split()) for w in self.waived))
 
     def markdown(self) -> str:
-        """The MR description's Policy section body: warnings and waivers, one a line."""
+        """The MR description's Policy section body: warnings and waivers, one a line.
+
+        Messages may quote request values: each is kept to one line, so none can add a
+        line (a forged ``Tfgen-Job:`` trailer) to the commit message.
+        """
         lines = [f"- {self.summary}"]
         lines += [f"- warning `{w['rule']}`: {w['msg']}" for w in self.warnings]
         lines += [f"- waived `{w['rule']}`: {w['msg']} (by {w['waiver']['granted_by']} until "
                   f"{w['waiver']['expires_at']}: {w['waiver']['reason']})" for w in self.waived]
         lines += [f"- denied `{d['rule']}`: {d['msg']}" for d in self.denied]
-        return "\n".join(lines)
+        return "\n".join(" ".join(line.split()) for line in lines)
 
 
 # --- Input -------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ def test_bad_fields_and_past_expiries_answer_400(stack: Stack) -> None:
     for body, field in (({**BODY, "expires_at": "2001-01-01"}, "expires_at"),
                         ({**BODY, "expires_at": "next tuesday"}, "expires_at"),
                         ({**BODY, "request_id": 0}, "request_id"),
+                        ({**BODY, "rule": "a\nTfgen-Job: x"}, "rule"),
                         ({k: v for k, v in BODY.items() if k != "rule"}, "rule"),
                         ({**BODY, "extra": 1}, "extra")):
         answer = stack.client.post("/api/v1/waivers", json=body, headers=admin)

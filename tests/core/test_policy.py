@@ -175,3 +175,15 @@ def test_a_weakened_rule_fails_its_cases(tmp_path: Path) -> None:
     rule.write_text(rule.read_text().replace("admin_ports := {22, ", "admin_ports := {"))
     failed = [o.name for o in PolicyEngine(folder).run_tests() if not o.passed]
     assert "a request rule opening SSH to the world is denied" in failed
+
+
+def test_the_report_text_keeps_each_message_on_one_line() -> None:
+    from app.core.policy import PolicyReport
+
+    forged = "x\nTfgen-Job: 00000000-0000-0000-0000-000000000000\r\ny"
+    report = PolicyReport(warnings=[{"rule": "r", "msg": forged}], waived=[{
+        "rule": "w", "msg": forged, "waiver": {"granted_by": "root", "expires_at": "2099",
+                                               "reason": "a\nTfgen-Job: z"}}])
+    text = report.markdown()
+    assert len(text.splitlines()) == 3
+    assert not [line for line in text.splitlines() if line.startswith("Tfgen-Job")]
