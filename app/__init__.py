@@ -38,9 +38,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     app.config.update(load_settings(overrides=config))
     register_logging(app)
+    # First, so that every answer (a 401 from the sign-in guard too) carries the id.
+    register_request_hooks(app)
     register_extensions(app)
     register_apis(app)
-    register_request_hooks(app)
     register_cli(app)
     return app
 
@@ -48,13 +49,16 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 def register_logging(app: Flask) -> None:
     """Structured logs (``LOG_FORMAT``, ``LOG_LEVEL``) for this process; see ``app.logs``."""
     try:
-        configure_logging(app.config["LOG_LEVEL"], app.config["LOG_FORMAT"])
+        # Frame locals in tracebacks only in dev: a local can hold a token.
+        configure_logging(app.config["LOG_LEVEL"], app.config["LOG_FORMAT"],
+                          show_locals=app.config["APP_ENV"] == "dev")
     except ValueError as e:
         raise ConfigError(str(e)) from e
 
 
 def register_extensions(app: Flask) -> None:
     """Bind the domain services, Celery and authentication to the app."""
+    require_database_driver(app.config["DATABASE_URL"])
     _make_embedded_dirs(app.config)
     app.extensions["tfgen"] = Services(app.config)
     celery_init_app(app)
@@ -62,6 +66,32 @@ def register_extensions(app: Flask) -> None:
         init_auth(app)
     except ValueError as e:
         raise ConfigError(str(e)) from e
+
+
+def require_database_driver(url: str) -> None:
+    """Stop at start, naming the package, when ``DATABASE_URL``'s driver is not installed.
+
+    Raises:
+        ConfigError: The URL does not parse, or its dialect or driver cannot be imported.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+        parsed.get_dialect().import_dbapi()
+    except (ArgumentError, NoSuchModuleError) as e:
+        raise ConfigError(f"DATABASE_URL is not a usable SQLAlchemy URL: {e}") from e
+    except ImportError as e:
+        package = _DRIVER_PACKAGES.get(e.name or "", e.name or parsed.drivername)
+        raise ConfigError(
+            f"DATABASE_URL uses {parsed.drivername}, whose driver is not installed: "
+            f"pip install {package}") from e
+
+
+# Python module -> what to pip install (where the names differ).
+_DRIVER_PACKAGES = {"psycopg": "'psycopg[binary]'", "psycopg2": "psycopg2-binary",
+                    "MySQLdb": "mysqlclient", "cx_Oracle": "oracledb (and use oracle+oracledb)"}
 
 
 def _make_embedded_dirs(config: Mapping[str, Any]) -> None:
@@ -79,6 +109,7 @@ def _make_embedded_dirs(config: Mapping[str, Any]) -> None:
 def register_apis(app: Flask) -> None:
     """Mount ``/api/v1`` (flask-restx, Swagger UI at ``/api/v1/docs``) and the probes."""
     from app.apis import jobs, templates, waivers  # noqa: F401 - registers the routes
+    from app.apis.bodies import register_body_limits
     from app.apis.errors import register_error_handlers
     from app.apis.generate import ns as terraform_ns
     from app.apis.health import bp as health_bp
@@ -90,7 +121,8 @@ def register_apis(app: Flask) -> None:
     api.add_namespace(terraform_ns)
     api.add_namespace(jobs.ns)
     api.add_namespace(waivers.ns)
-    register_error_handlers(api)
+    register_error_handlers(api, app)
+    register_body_limits(app)
     register_swagger_ui(app, api)
     app.register_blueprint(blueprint)
     app.register_blueprint(health_bp)

@@ -844,7 +844,7 @@ AUTHORIZATIONS: dict[str, Any] = {
         "type": "apiKey",
         "in": "header",
         "name": "Authorization",
-        "description": "Paste 'Bearer <access token>'.",
+        "description": "Type Bearer, a space, then your access token (Bearer eyJhbGci...).",
     },
 }
 

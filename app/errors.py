@@ -23,6 +23,7 @@ __all__ = [
     "InternalError",
     "InvalidRequestData",
     "JobFailure",
+    "JobStoreUnavailable",
     "JobTimeout",
     "NotFound",
     "PolicyDenied",
@@ -148,6 +149,13 @@ class GitLabUnavailable(JobFailure):
 
 class DatabaseUnavailable(JobFailure):
     status, code, retryable = 503, "DATABASE_UNAVAILABLE", True
+
+
+class JobStoreUnavailable(DatabaseUnavailable):
+    """The job records' store (Redis beside the broker, or SQLite) does not answer.
+
+    A job failure like any database outage; the API answers it as ``QUEUE_UNAVAILABLE``.
+    """
 
 
 class JobTimeout(JobFailure):

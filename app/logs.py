@@ -17,6 +17,7 @@ No secrets: values of keys that look like credentials are masked before renderin
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import re
 import sys
@@ -26,6 +27,7 @@ from collections.abc import Mapping, MutableMapping
 from typing import IO, Any
 
 import structlog
+import structlog.tracebacks
 from structlog.contextvars import bind_contextvars, clear_contextvars, merge_contextvars
 from structlog.typing import EventDict, Processor, WrappedLogger
 
@@ -177,15 +179,23 @@ def _shared_processors() -> list[Processor]:
     ]
 
 
-def make_formatter(fmt: str = "json") -> logging.Formatter:
-    """The formatter of every handler: JSON (one object per line) or coloured console."""
+def make_formatter(fmt: str = "json", show_locals: bool = False) -> logging.Formatter:
+    """The formatter of every handler: JSON (one object per line) or console text.
+
+    Args:
+        fmt: ``json`` or ``console``.
+        show_locals: Print each traceback frame's local variables. Off unless asked
+            (only dev asks): a local can hold a token or a password.
+    """
     renderer: Processor
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer(default=str)
-        final: list[Processor] = [structlog.processors.dict_tracebacks, _lead_with_essentials,
-                                  renderer]
+        tracebacks = structlog.processors.ExceptionRenderer(
+            structlog.tracebacks.ExceptionDictTransformer(show_locals=show_locals))
+        final: list[Processor] = [tracebacks, _lead_with_essentials, renderer]
     elif fmt == "console":
-        final = [structlog.dev.ConsoleRenderer(colors=False)]
+        final = [structlog.dev.ConsoleRenderer(
+            colors=False, exception_formatter=_console_tracebacks(show_locals))]
     else:
         raise ValueError(f"LOG_FORMAT must be json or console, got {fmt!r}")
     return structlog.stdlib.ProcessorFormatter(
@@ -195,8 +205,14 @@ def make_formatter(fmt: str = "json") -> logging.Formatter:
     )
 
 
+def _console_tracebacks(show_locals: bool) -> structlog.typing.ExceptionRenderer:
+    if show_locals and importlib.util.find_spec("rich") is not None:
+        return structlog.dev.RichTracebackFormatter(show_locals=True)
+    return structlog.dev.plain_traceback
+
+
 def configure_logging(level: str = "INFO", fmt: str = "console",
-                      stream: IO[str] | None = None) -> None:
+                      stream: IO[str] | None = None, show_locals: bool = False) -> None:
     """Route structlog and stdlib logging to one handler on the root logger.
 
     Idempotent: a second call replaces the handler it installed before and leaves
@@ -208,6 +224,7 @@ def configure_logging(level: str = "INFO", fmt: str = "console",
         stream: Where lines go; the process's real stderr by default (not a replacement
             Celery or a test runner may have installed in ``sys.stderr``), so that a
             command's own output on stdout (``manage.py token``) stays clean.
+        show_locals: Print frame locals in tracebacks (dev only: see ``make_formatter``).
 
     Raises:
         ValueError: Unknown level or format.
@@ -228,7 +245,7 @@ def configure_logging(level: str = "INFO", fmt: str = "console",
         cache_logger_on_first_use=False,
     )
     handler = logging.StreamHandler(stream or sys.__stderr__ or sys.stderr)
-    handler.setFormatter(make_formatter(fmt))
+    handler.setFormatter(make_formatter(fmt, show_locals))
     setattr(handler, _HANDLER_MARK, True)
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:

@@ -150,8 +150,10 @@ def load_settings(
         return value
 
     broker = setting("CELERY_BROKER_URL")
-    result_backend = setting("CELERY_RESULT_BACKEND",
-                             broker if broker.startswith("redis") else None)
+    # Results follow a Redis broker; only the embedded queue keeps them in files.
+    result_backend = env.get("CELERY_RESULT_BACKEND") or (
+        broker if broker.startswith(("redis://", "rediss://"))
+        else setting("CELERY_RESULT_BACKEND"))
     # Job records live beside the broker when it is Redis; embedded runs keep them in SQLite.
     job_store = env.get("JOB_STORE_URL") or (
         broker if broker.startswith(("redis://", "rediss://")) else setting("JOB_STORE_URL")
@@ -238,6 +240,8 @@ def load_settings(
         # The worker's main process serves its pool's metrics here (0: off).
         "WORKER_METRICS_PORT": _int(env, "WORKER_METRICS_PORT", 0),
         "WORKER_METRICS_ADDR": env.get("WORKER_METRICS_ADDR", "0.0.0.0"),  # noqa: S104 - a pod's port
+        # Bodies larger than this get 413 (Flask's own setting name).
+        "MAX_CONTENT_LENGTH": _int(env, "MAX_CONTENT_LENGTH", 1024 * 1024),
         "RESTX_MASK_SWAGGER": False,
         "RESTX_ERROR_404_HELP": False,
         "RESTX_BUNDLE_ERRORS": True,

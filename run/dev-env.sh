@@ -100,6 +100,7 @@ export PUBLISHER=git                    # git (push branches to GIT_REMOTE) | gi
 
 # --- gunicorn (config/gunicorn_conf.py) ------------------------------------------------
 # export PORT=8000
+# export MAX_CONTENT_LENGTH=1048576     # bytes; a larger request body gets 413
 # export GUNICORN_WORKERS=              # default: 2 x CPU limit + 1
 # export GUNICORN_THREADS=4
 # export GUNICORN_TIMEOUT=30

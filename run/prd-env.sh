@@ -93,6 +93,7 @@ export SWAGGER_UI_OAUTH_SCOPES='openid profile email'
 
 # --- processes -----------------------------------------------------------------------
 export PORT=8000
+export MAX_CONTENT_LENGTH=1048576        # bytes; a larger request body gets 413
 export GUNICORN_WORKERS=3               # set it: the node's CPU count is not the pod's
 export GUNICORN_THREADS=4
 export GUNICORN_TIMEOUT=30

@@ -10,6 +10,7 @@ from flask import current_app, g, request
 from flask_restx import Namespace, Resource, fields
 from kombu.exceptions import OperationalError
 
+from app.apis.common import INT64_MAX, Int64, error_model, example_model
 from app.auth import current_principal, require_cloud, resolve_owner
 from app.core.jobs import JobRecord
 from app.errors import QueueUnavailable
@@ -23,30 +24,29 @@ ns = Namespace("terraform", description="Generate Terraform from an APEX request
 # ("aws\n"); the look-ahead means "end of text" in Python and in ECMA (Swagger UI) alike.
 IDENT = r"^[a-z][a-z0-9_]{0,29}(?![\s\S])"
 
-generate_request = ns.model("GenerateRequest", {
+generate_request = example_model("GenerateRequest", {
     "cloud_id": fields.String(required=True, pattern=IDENT, max_length=30, example="aws",
                               description="Cloud of the request (a catalog pair with its type)"),
     "resource_type": fields.String(required=True, pattern=IDENT, max_length=30, example="rds"),
-    "request_id": fields.Integer(required=True, min=1, example=42,
-                                 description="Row id in v_<cloud_id>_<resource_type>_requests"),
+    "request_id": Int64(required=True, min=1, max=INT64_MAX, example=42,
+                        description="Row id in v_<cloud_id>_<resource_type>_requests "
+                                    "(a whole number, at most 2**63 - 1)"),
     "dry_run": fields.Boolean(default=False,
                               description="Render and validate only; return the files"),
     "on_behalf_of": fields.String(max_length=128,
-                                  description="User to act for (needs tfgen.on_behalf_of)"),
-}, strict=True)
+                                  description="User to act for (needs tfgen.on_behalf_of; "
+                                              "APEX only)"),
+}, example={"cloud_id": "aws", "resource_type": "rds", "request_id": 42, "dry_run": False},
+    strict=True)
+ns.add_model(generate_request.name, generate_request)
 
 accepted = ns.model("JobAccepted", {
-    "uuid": fields.String(required=True),
+    "uuid": fields.String(required=True, example="0b7e4c2a-5d1f-4e8a-9c3b-2f6d8a1e7b40"),
     "status": fields.String(required=True, example="PENDING"),
-    "links": fields.Raw(example={"self": "/api/v1/uuid/<uuid>"}),
+    "links": fields.Raw(example={"self": "/api/v1/uuid/0b7e4c2a-5d1f-4e8a-9c3b-2f6d8a1e7b40"}),
 })
 
-error = ns.model("Error", {
-    "message": fields.String(required=True),
-    "code": fields.String(required=True),
-    "correlation_id": fields.String(required=True),
-    "errors": fields.Raw(),
-})
+error = ns.add_model("Error", error_model)
 
 
 def services() -> Services:
@@ -62,12 +62,15 @@ def _idempotency_key(owner: str) -> str | None:
     return hashlib.sha256(f"{owner}\0{key}".encode()).hexdigest()
 
 
-def enqueue(job_uuid: str, correlation_id: str) -> None:
-    """Put the job on the queue; raise ``QueueUnavailable`` when the broker is down."""
+def enqueue(job_uuid: str, correlation_id: str, request_ref: str) -> None:
+    """Put the job on the queue; raise ``QueueUnavailable`` when the broker is down.
+
+    ``request_ref`` (``aws/rds/42``) is what Flower shows as the task's arguments.
+    """
     celery = current_app.extensions["celery"]
     try:
         celery.send_task(
-            "tfgen.generate", args=[job_uuid], task_id=job_uuid,
+            "tfgen.generate", args=[job_uuid], task_id=job_uuid, argsrepr=request_ref,
             queue=current_app.config["JOB_QUEUE"],
             expires=current_app.config["JOB_QUEUE_EXPIRES"],
             headers={"tfgen_correlation_id": correlation_id},
@@ -115,7 +118,8 @@ class Generate(Resource):
                     return self._accepted(earlier.uuid, earlier.status)
         svc.jobs.create(job)
         try:
-            enqueue(job.uuid, job.correlation_id or "")
+            enqueue(job.uuid, job.correlation_id or "", "{cloud_id}/{resource_type}/{request_id}"
+                    .format(**job.request))
         except BaseException:
             # Nothing half-recorded: a job that is not on the queue has no record either.
             svc.jobs.delete(job.uuid)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +12,7 @@ from app.errors import PolicyError, TfgenError
 from app.services import Services
 
 bp = Blueprint("health", __name__)
+log = logging.getLogger(__name__)
 
 
 @bp.get("/health")
@@ -36,7 +38,9 @@ def ready() -> tuple[dict[str, Any], int]:
         except PolicyError as e:
             checks[name] = f"{svc.policies.folder} does not compile: {e.message}"
         except (TfgenError, OSError) as e:
-            checks[name] = f"unavailable: {getattr(e, 'message', str(e))}"
+            # Unauthenticated: say what is down, never a driver's text (hosts, ports).
+            log.warning("ready: %s unavailable: %s", name, getattr(e, "message", e))
+            checks[name] = f"unavailable ({getattr(e, 'code', type(e).__name__)})"
     failing = sorted(k for k, v in checks.items() if v != "ok")
     body: dict[str, Any] = {"status": "ok" if not failing else "unavailable", "checks": checks}
     if failing:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from flask import current_app, request
-from flask_restx import Namespace, Resource, fields
+from flask_restx import Namespace, Resource, fields, inputs, reqparse
 
+from app.apis.common import NullableRaw, NullableString
 from app.apis.generate import error, services
 from app.auth import can_see, current_principal
 from app.core.jobs import JobRecord, JobStore, expire_overdue, utcnow
@@ -16,24 +17,34 @@ from app.metrics import JOBS_FINISHED
 
 ns = Namespace("jobs", description="Poll, cancel and list generation jobs", path="/")
 
+stage_entry = ns.model("StageEntry", {
+    "stage": fields.String(required=True, example="render",
+                           description="A stage entered, or retry (with its reason)"),
+    "at": fields.String(required=True, example="2026-12-01T14:30:02.120000+00:00"),
+    "attempt": fields.Integer(example=1),
+})
+
 job_document = ns.model("Job", {
     "uuid": fields.String(required=True),
     "status": fields.String(enum=["PENDING", "STARTED", "PROGRESS", "RETRY", "SUCCESS",
                                   "FAILURE", "REVOKED"], required=True),
-    "stage": fields.String(enum=["queued", "fetch", "render", "validate", "policy",
-                                            "publish", "done"]),
+    "stage": fields.String(enum=["queued", "fetch", "render", "validate", "policy", "publish",
+                                 "done"]),
     "owner": fields.String(),
-    "request": fields.Raw(),
+    "request": fields.Raw(example={"cloud_id": "aws", "resource_type": "rds",
+                                   "request_id": 42, "dry_run": False}),
     "submitted_at": fields.String(),
-    "started_at": fields.String(),
-    "finished_at": fields.String(),
+    "started_at": NullableString(description="null until a worker starts it"),
+    "finished_at": NullableString(description="null until it ends"),
     "attempts": fields.Integer(),
-    "result": fields.Raw(description="merge_request, commit, files, unchanged (dry run: files "
-                                     "with content and the validation report)"),
-    "error": fields.Raw(description="{code, message, retryable}"),
-    "correlation_id": fields.String(),
+    "result": NullableRaw(description="merge_request, commit, files, unchanged (dry run: "
+                                      "files with content and the validation report); null "
+                                      "until SUCCESS"),
+    "error": NullableRaw(description="{code, message, retryable}; null unless it failed"),
+    "correlation_id": NullableString(),
     "cancel_requested": fields.Boolean(),
-    "stages": fields.Raw(description="Each stage entered, with its time"),
+    "stages": fields.List(fields.Nested(stage_entry),
+                          description="Each stage entered, with its time and attempt"),
 })
 
 
@@ -95,17 +106,24 @@ def cancel(jobs: JobStore, record: JobRecord) -> JobRecord | None:
     return jobs.transition(record.uuid, {"STARTED", "PROGRESS"}, {"cancel_requested": True})
 
 
+list_args = reqparse.RequestParser(bundle_errors=True)
+list_args.add_argument("user", location="args",
+                       help="Admins only: list this user's jobs (default: everyone's)")
+list_args.add_argument("limit", type=inputs.int_range(1, 200), default=50, location="args",
+                       help="How many (default 50, at most 200)")
+
+
 @ns.route("/jobs")
 class Jobs(Resource):
     """The caller's jobs."""
 
-    @ns.doc(params={"user": "Admins only: list this user's jobs (default: everyone's)",
-                    "limit": "How many (default 50, at most 200)"})
+    @ns.expect(list_args, validate=True)
     @ns.response(200, "Recent jobs, newest first", [job_document])
+    @ns.response(400, "limit is not a whole number from 1 to 200", error)
     def get(self) -> list[dict[str, Any]]:
         """List recent jobs, newest first."""
         principal = current_principal()
-        limit = max(1, min(request.args.get("limit", 50, type=int) or 50, 200))
+        limit = list_args.parse_args(strict=True)["limit"]
         owner: str | None = principal.username
         if principal.is_admin:
             owner = request.args.get("user") or None

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
 from app.core.model import JobRequest
-from app.errors import DatabaseUnavailable
+from app.errors import JobStoreUnavailable
 
 __all__ = [
     "ACTIVE",
@@ -144,7 +144,7 @@ class JobStore(Protocol):
         """Recent records, newest first; ``owner=None`` lists everyone's."""
 
     def ping(self) -> None:
-        """Raise ``DatabaseUnavailable`` when the store does not answer."""
+        """Raise ``JobStoreUnavailable`` when the store does not answer."""
 
     def claim_idempotency(self, key: str, job_uuid: str) -> str | None:
         """Bind ``key`` to ``job_uuid`` unless bound already; return the bound UUID."""
@@ -184,7 +184,7 @@ class RedisJobStore:
         try:
             return fn(*args)
         except redis.RedisError as e:
-            raise DatabaseUnavailable(f"job store unavailable: {e}") from e
+            raise JobStoreUnavailable(f"job store unavailable: {e}") from e
 
     def create(self, record: JobRecord) -> None:
         """Store a new record and index it by owner and time."""
@@ -236,7 +236,7 @@ class RedisJobStore:
                     except redis.WatchError:
                         continue
         except redis.RedisError as e:
-            raise DatabaseUnavailable(f"job store unavailable: {e}") from e
+            raise JobStoreUnavailable(f"job store unavailable: {e}") from e
 
     def list(self, owner: str | None, limit: int = 50) -> list[JobRecord]:
         """Recent records, newest first; expired ones are dropped from the index."""
@@ -291,7 +291,7 @@ class SqlJobStore:
         try:
             meta.create_all(self.engine)
         except sa_exc.OperationalError as e:
-            raise DatabaseUnavailable(f"job store unavailable: {e}") from e
+            raise JobStoreUnavailable(f"job store unavailable: {e}") from e
 
     def _row(self, record: JobRecord) -> dict[str, Any]:
         return {"uuid": record.uuid, "owner": record.owner, "status": record.status,
@@ -377,7 +377,7 @@ class SqlJobStore:
             with self.engine.connect() as conn:
                 conn.execute(sa.select(sa.literal(1)))
         except sa_exc.OperationalError as e:
-            raise DatabaseUnavailable(f"job store unavailable: {e}") from e
+            raise JobStoreUnavailable(f"job store unavailable: {e}") from e
 
 
 def deadline(record: JobRecord, config: Mapping[str, Any]) -> dt.datetime | None:

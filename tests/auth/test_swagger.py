@@ -28,6 +28,14 @@ def test_docs_page_escapes_config_values(auth_config: dict[str, Any]) -> None:
     assert "</script><script>" not in page
 
 
+def test_authorize_dialog_text_survives_swagger_ui_markdown(client: FlaskClient) -> None:
+    # Swagger UI renders the description as HTML: "<access token>" was eaten as a tag.
+    spec = client.get("/api/v1/swagger.json").json
+    assert spec is not None
+    text = spec["securityDefinitions"]["Bearer"]["description"]
+    assert "<" not in text and ">" not in text and "access token" in text
+
+
 def test_spec_declares_oauth2_and_bearer_on_every_operation(
     client: FlaskClient, idp: IdentityProvider
 ) -> None:
@@ -49,7 +57,8 @@ def test_spec_declares_oauth2_and_bearer_on_every_operation(
             "type": "apiKey",
             "in": "header",
             "name": "Authorization",
-            "description": "Paste 'Bearer <access token>'.",
+            "description": "Type Bearer, a space, then your access token "
+                           "(Bearer eyJhbGci...).",
         },
     }
     required = [{"oauth2": ["openid", "profile", "email"]}, {"Bearer": []}]

@@ -1,0 +1,128 @@
+"""What every namespace shares: the error model, strict field types and the answers
+every operation can give (documented once, for routes added later too)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask_restx import Model, fields
+from jsonschema import FormatChecker
+
+__all__ = ["ERROR_EXAMPLE", "FORMAT_CHECKER", "INT64_MAX", "Int64", "NullableRaw",
+           "NullableString", "document_common_answers", "error_model", "example_model"]
+
+#: The largest id Oracle's NUMBER, SQLite's INTEGER and PostgreSQL's BIGINT all hold.
+INT64_MAX = 2**63 - 1
+
+#: Checks the ``format`` of request fields; ``int64`` refuses 42.0 and out-of-range ids.
+FORMAT_CHECKER = FormatChecker()
+
+
+@FORMAT_CHECKER.checks("int64")
+def _is_int64(value: object) -> bool:
+    # JSON's 42.0 is a float: jsonschema's draft 4 calls it an integer, a store does not.
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return True  # the "type" keyword reports other kinds
+    return isinstance(value, int) and -INT64_MAX - 1 <= value <= INT64_MAX
+
+
+class Int64(fields.Integer):
+    """A whole number that fits a 64-bit signed integer (``format: int64``)."""
+
+    __schema_format__ = "int64"
+
+
+class NullableString(fields.String):
+    """A string that may be ``null`` (Swagger 2's ``x-nullable``)."""
+
+    def schema(self) -> dict[str, Any]:
+        """The field's schema, marked nullable."""
+        return {**super().schema(), "x-nullable": True}
+
+
+class NullableRaw(fields.Raw):
+    """Any JSON object that may be ``null`` (Swagger 2's ``x-nullable``)."""
+
+    __schema_type__ = "object"
+
+    def schema(self) -> dict[str, Any]:
+        """The field's schema, marked nullable."""
+        return {**super().schema(), "x-nullable": True}
+
+
+ERROR_EXAMPLE = {"message": "request_id: 0 is less than the minimum of 1",
+                 "code": "VALIDATION_ERROR", "correlation_id": "3f2b9c0d5e6a4b71",
+                 "errors": {"request_id": "0 is less than the minimum of 1"}}
+
+error_model = Model("Error", {
+    "message": fields.String(required=True, example=ERROR_EXAMPLE["message"]),
+    "code": fields.String(required=True, example=ERROR_EXAMPLE["code"],
+                          description="Stable code: VALIDATION_ERROR, UNAUTHORIZED, "
+                                      "FORBIDDEN, NOT_FOUND, CONFLICT, QUEUE_UNAVAILABLE, ..."),
+    "correlation_id": fields.String(required=True, example=ERROR_EXAMPLE["correlation_id"]),
+    "errors": fields.Raw(example=ERROR_EXAMPLE["errors"],
+                         description="Per field: what is wrong with it"),
+})
+
+
+class _ExampleModel(Model):
+    # Swagger UI fills "Try it out" from a schema-level example when there is one, so
+    # optional fields (on_behalf_of) are not sent as "string".
+    example: dict[str, Any] | None = None
+
+    @property
+    def _schema(self) -> dict[str, Any]:
+        return {**super()._schema, "example": self.example}
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _ExampleModel:
+        copied: _ExampleModel = super().__deepcopy__(memo)
+        copied.example = self.example
+        return copied
+
+
+def example_model(name: str, model_fields: dict[str, Any], example: dict[str, Any],
+                  **kwargs: Any) -> Model:
+    """A model whose spec carries ``example`` as the whole object's example."""
+    model = _ExampleModel(name, model_fields, **kwargs)
+    model.example = example
+    return model
+
+
+_ERROR_REF = {"$ref": "#/definitions/Error"}
+
+# Answers any operation can give, whatever its namespace: the sign-in guard (401, 503),
+# the body limits (413, 415 and 400 for bodies that are not JSON).
+_GUARD_ANSWERS = {
+    "401": "Not signed in: no bearer token, or one that does not verify",
+    "503": "Unavailable: the identity provider, the job queue or the database "
+           "(QUEUE_UNAVAILABLE, AUTH_UNAVAILABLE, DATABASE_UNAVAILABLE); try again",
+}
+_BODY_ANSWERS = {
+    "400": "Bad JSON or fields (errors per field)",
+    "413": "Body larger than MAX_CONTENT_LENGTH",
+    "415": "Body is not application/json",
+}
+
+
+def document_common_answers(spec: dict[str, Any]) -> dict[str, Any]:
+    """Add the answers every protected operation (and every one with a body) can give.
+
+    Args:
+        spec: The Swagger 2 document flask-restx built.
+
+    Returns:
+        ``spec``, changed in place.
+    """
+    spec.setdefault("definitions", {}).setdefault("Error", error_model._schema)
+    for path_item in spec.get("paths", {}).values():
+        for method, operation in path_item.items():
+            if method == "parameters" or not isinstance(operation, dict):
+                continue
+            answers = operation.setdefault("responses", {})
+            protected = operation.get("security", spec.get("security")) != []
+            extra = dict(_GUARD_ANSWERS) if protected else {}
+            if any(p.get("in") == "body" for p in operation.get("parameters", [])):
+                extra.update(_BODY_ANSWERS)
+            for status, description in extra.items():
+                answers.setdefault(status, {"description": description, "schema": _ERROR_REF})
+    return spec
