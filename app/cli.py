@@ -13,6 +13,7 @@ from flask.cli import with_appcontext
 
 from app.core.lint import lint_templates
 from app.core.policy import PolicyEngine
+from app.core.publish.git import init_bare_remote, is_local_path
 from app.core.schema import init_schema, load_demo
 from app.errors import PolicyError
 from app.services import Services
@@ -33,7 +34,11 @@ DEFAULT_SPEC = ROOT / "swagger" / "swagger.json"
 @click.option("--demo", is_flag=True, help="Also load realistic sample requests and templates.")
 @with_appcontext
 def init_db_command(demo: bool) -> None:
-    """Create the APEX schema (tables and views) on SQLite or PostgreSQL for development."""
+    """Create the APEX schema (tables and views) on SQLite or PostgreSQL for development.
+
+    With ``--demo`` and ``PUBLISHER=git``, also create ``GIT_REMOTE`` (a bare repository
+    with the target branch) when it is a local path that does not exist yet.
+    """
     svc: Services = current_app.extensions["tfgen"]
     engine = svc.store.engine
     if engine.dialect.name == "oracle":
@@ -45,6 +50,11 @@ def init_db_command(demo: bool) -> None:
     where = engine.url.render_as_string(hide_password=True) + (f" (schema {schema})"
                                                                 if schema else "")
     click.echo(f"schema ready on {where}" + (" with demo data" if demo else ""))
+    remote = current_app.config.get("GIT_REMOTE") or ""
+    if demo and current_app.config["PUBLISHER"] == "git" and is_local_path(remote):
+        target = current_app.config["GITLAB_TARGET_BRANCH"]
+        if init_bare_remote(Path(remote), target):
+            click.echo(f"git remote {remote} created with a {target} branch")
 
 
 @click.group("templates")

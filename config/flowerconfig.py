@@ -1,4 +1,4 @@
-"""Flower settings: ``celery -A tasks flower --conf=config/flowerconfig.py``.
+"""Flower settings: ``celery -A tasks flower`` (through ``./flowerconfig.py``).
 
 Flower reads this file as Python and takes the module's globals named like its options.
 Everything comes from the environment (``FLOWER_*``); see ``run/prd-env.sh``.
@@ -50,7 +50,8 @@ def flower_options(env: Mapping[str, str]) -> dict[str, Any]:
         "persistent": False,
         "enable_events": True,
         "inspect_timeout": float(env.get("FLOWER_INSPECT_TIMEOUT", "3000")),
-        "tasks_columns": "name,uuid,state,received,started,runtime,worker,retries",
+        # "args" is the request (aws/rds/42, the task's argsrepr), not the job UUID.
+        "tasks_columns": "name,uuid,args,state,received,started,runtime,worker,retries",
     }
     basic_auth = _split(env.get("FLOWER_BASIC_AUTH", ""))
     if basic_auth:

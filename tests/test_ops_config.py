@@ -27,10 +27,12 @@ class Gunicorn:
         self.metrics_dir = tmp_path / "prometheus"
         self.metrics_dir.mkdir()
         (self.metrics_dir / "counter_1.db").write_bytes(b"stale")  # an earlier run's file
+        self.port = port
         env = {**os.environ, "APP_ENV": "test", "TFGEN_VAR_DIR": str(tmp_path / "var"),
                "LOG_FORMAT": "json", "PORT": str(port), "GUNICORN_WORKERS": "2",
                "GUNICORN_WORKER_TMP_DIR": str(tmp_path),
                "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir), **settings}
+        env = {k: v for k, v in env.items() if v != ""}  # "": leave the setting unset
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn_conf.py", "manage:app"],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -80,6 +82,31 @@ def test_metrics_under_gunicorn_sum_every_worker_process(tmp_path: Path) -> None
     finally:
         server.stop()
     assert 'tfgen_http_requests_total{method="GET",route="/health",status="200"} 30.0' in text
+
+
+def test_gunicorn_binds_all_interfaces_on_port_and_logs_json_by_default_in_prod(
+        tmp_path: Path) -> None:
+    remote = tmp_path / "remote.git"
+    server = Gunicorn(tmp_path, APP_ENV="prod", LOG_FORMAT="", AUTH_MODE="oidc",
+                      OIDC_ISSUER="https://idp.example/realms/tfgen", OIDC_AUDIENCE="tfgen",
+                      OIDC_JWKS_URL="https://idp.example/jwks",
+                      DATABASE_URL=f"sqlite:///{tmp_path / 'apex.sqlite'}",
+                      CELERY_BROKER_URL="redis://127.0.0.1:6379/9", GIT_REMOTE=str(remote))
+    get(f"{server.base}/health", **{"X-Correlation-ID": "prod-json-1"})
+    lines = [json.loads(line) for line in server.stop().splitlines()]
+    listening = f"Listening at: http://0.0.0.0:{server.port} "
+    assert any(line["event"].startswith(listening) for line in lines), lines
+    assert [line for line in lines if line.get("correlation_id") == "prod-json-1"
+            and line["event"] == "http.access"]
+
+
+def test_gunicorn_logs_in_the_apps_format_when_log_format_is_unset(tmp_path: Path) -> None:
+    server = Gunicorn(tmp_path, LOG_FORMAT="")  # APP_ENV=test: the app logs console lines
+    get(f"{server.base}/health", **{"X-Correlation-ID": "console-1"})
+    out = server.stop().splitlines()
+    access = [line for line in out if "http.access" in line and "console-1" in line]
+    assert access and not access[0].startswith("{"), out
+    assert not [line for line in out if line.startswith("{")], out
 
 
 def test_gunicorn_logs_are_json_and_the_access_line_has_the_correlation_id(

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from app.core.locks import LocalLocks, LockFactory
 from app.core.model import Change, PublishResult, made_by_job
-from app.errors import GitLabNotFound, GitLabUnavailable
+from app.errors import GitLabUnavailable, InternalError
 
 __all__ = ["GitError", "GitPublisher", "redact_credentials"]
 
@@ -116,7 +116,7 @@ class GitPublisher:
         """Commit ``change.files`` on ``change.branch`` and push it.
 
         Raises:
-            GitLabNotFound: The remote does not exist.
+            InternalError: The remote does not exist (a setting to fix, not retried).
             GitLabUnavailable: The remote did not answer, or the push kept losing races.
         """
         with self.lock_factory(f"git:{self.remote}:{change.branch}", change.job_uuid), \
@@ -132,7 +132,11 @@ class GitPublisher:
             except GitError as e:
                 if "does not appear to be a git repository" in e.stderr or \
                         "not found" in e.stderr.lower():
-                    raise GitLabNotFound(f"git remote not found: {self.remote}") from e
+                    # A deployment's setting, not GitLab and not the request: INTERNAL.
+                    raise InternalError(
+                        f"git remote {self.remote} does not exist or is not a git "
+                        "repository: set GIT_REMOTE, or run `python manage.py init-db "
+                        "--demo`, which creates the embedded one") from e
                 raise GitLabUnavailable(f"git remote failed: {e}") from e
             except subprocess.TimeoutExpired as e:
                 raise GitLabUnavailable("git remote timed out") from e
@@ -167,3 +171,37 @@ class GitPublisher:
             raise
         return PublishResult(commit_sha=commit, files=change.files, unchanged=False,
                              remote=self.remote, branch=change.branch)
+
+
+def is_local_path(remote: str) -> bool:
+    """Whether ``remote`` names a folder on this machine rather than a URL."""
+    return "://" not in remote and not (":" in remote.split("/", 1)[0] and "@" in remote)
+
+
+def init_bare_remote(path: Path, branch: str = "main") -> bool:
+    """Create a bare repository at ``path`` whose ``branch`` holds one README commit.
+
+    Args:
+        path: Where; nothing happens when a repository is already there.
+        branch: The target branch merge requests go to.
+
+    Returns:
+        True when it was created, False when it existed.
+    """
+    if (path / "HEAD").exists():
+        return False
+    env = {**os.environ, "GIT_AUTHOR_NAME": "tfgen", "GIT_AUTHOR_EMAIL": "tfgen@localhost",
+           "GIT_COMMITTER_NAME": "tfgen", "GIT_COMMITTER_EMAIL": "tfgen@localhost"}
+
+    def git(*args: str, stdin: str | None = None) -> str:
+        return subprocess.run(["git", *args], input=stdin, capture_output=True, text=True,
+                              env=env, check=True).stdout.strip()
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    git("init", "-q", "--bare", "-b", branch, str(path))
+    blob = git("--git-dir", str(path), "hash-object", "-w", "--stdin",
+               stdin="# infrastructure\n\nTerraform that tfgen writes lands here.\n")
+    tree = git("--git-dir", str(path), "mktree", stdin=f"100644 blob {blob}\tREADME.md\n")
+    commit = git("--git-dir", str(path), "commit-tree", tree, stdin="Initial commit\n")
+    git("--git-dir", str(path), "update-ref", f"refs/heads/{branch}", commit)
+    return True
