@@ -90,7 +90,8 @@ def require_database_driver(url: str) -> None:
 
 
 # Python module -> what to pip install (where the names differ).
-_DRIVER_PACKAGES = {"psycopg": "'psycopg[binary]'", "psycopg2": "psycopg2-binary",
+_DRIVER_PACKAGES = {"psycopg": "'psycopg[binary]'",
+                    "psycopg2": "psycopg2-binary (or write postgresql+psycopg://)",
                     "MySQLdb": "mysqlclient", "cx_Oracle": "oracledb (and use oracle+oracledb)"}
 
 

@@ -238,9 +238,16 @@ class Stack:
         self.app.extensions["tfgen"].store.dispose()
 
 
+def require_postgresql() -> None:
+    """Skip, saying why, when run/test.sh found no PostgreSQL and could start none."""
+    if os.environ.get("TFGEN_SKIP_PG"):
+        pytest.skip(f"needs PostgreSQL: {os.environ['TFGEN_SKIP_PG']}")
+
+
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """A private PostgreSQL schema with the demo data and the slow type; dropped after."""
+    require_postgresql()
     schema = f"tfgen_test_{RUN_ID}"
     admin = sa.create_engine(PG_URL)
     try:

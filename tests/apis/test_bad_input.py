@@ -14,6 +14,7 @@ import redis
 from app import create_app
 from app.apis.errors import MAX_ECHO
 from tests.conftest import REDIS_URL, Stack, free_port, sqlite_apex, stack_env
+from tests.stubs.idp import IdentityProvider
 
 URL = "/api/v1/terraform/generate"
 BODY = {"cloud_id": "aws", "resource_type": "rds", "request_id": 42}
@@ -195,3 +196,28 @@ def test_tracebacks_in_logs_carry_no_frame_locals_outside_dev(
         err = capfd.readouterr().err
         assert "RuntimeError" in err and "boom" in err, err
         assert "tok-3f9a" not in err, err
+
+
+def test_guard_503_keeps_the_callers_correlation_id(tmp_path: Path) -> None:
+    with IdentityProvider() as idp:
+        env = {**stack_env(tmp_path, sqlite_apex(tmp_path / "apex.sqlite"), "oidc"),
+               "AUTH_MODE": "oidc", "OIDC_ISSUER": idp.issuer, "OIDC_AUDIENCE": idp.audience,
+               "OIDC_JWKS_URL": idp.jwks_url}
+        app = create_app(env)
+        idp.jwks_status = 503
+        r = app.test_client().get("/api/v1/jobs", headers={
+            "Authorization": f"Bearer {idp.mint()}", "X-Correlation-ID": "apex-503"})
+    body = assert_error(r, 503, "AUTH_UNAVAILABLE")
+    assert r.headers["X-Correlation-ID"] == body["correlation_id"] == "apex-503"
+
+
+def test_spec_examples_are_usable_as_they_are(api: Stack) -> None:
+    spec = api.client.get("/api/v1/swagger.json").json
+    # Swagger UI's "Try it out" body: the schema's example, without on_behalf_of.
+    example = spec["definitions"]["GenerateRequest"]["example"]
+    assert "on_behalf_of" not in example
+    assert api.submit(example).status_code == 202
+    error = spec["definitions"]["Error"]["properties"]
+    assert all(field.get("example") not in (None, "string") for field in error.values())
+    (limit,) = [p for p in spec["paths"]["/jobs"]["get"]["parameters"] if p["name"] == "limit"]
+    assert limit["type"] == "integer"

@@ -28,7 +28,7 @@ from app.core.render import Renderer
 from app.core.schema import RESOURCE_TYPES, ResourceType, drop_schema, init_schema, load_demo
 from app.core.store import ApexStore, StoreSettings, plain_value
 from app.errors import DatabaseUnavailable, NotFound, RequestNotFound, TemplateNotFound
-from tests.conftest import PG_URL, free_port
+from tests.conftest import PG_URL, free_port, require_postgresql
 
 # A request type whose columns cover what templates receive: decimals, dates, long text,
 # NULLs; and rules inserted out of order.
@@ -106,6 +106,7 @@ def apex(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         drop_schema(engine, TYPES)
         engine.dispose()
         return
+    require_postgresql()
     schema = f"tfgen_store_{uuid.uuid4().hex[:8]}"
     admin = sa.create_engine(PG_URL)
     with admin.begin() as conn:
