@@ -23,7 +23,7 @@ import pytest
 from app.core.locks import LocalLocks
 from app.core.model import Change, RenderedFile
 from app.core.publish.git import GitError, GitPublisher, redact_credentials
-from app.errors import GitLabNotFound, TfgenError
+from app.errors import InternalError, TfgenError
 from tests.conftest import git, make_git_remote
 
 SECRET = "glpat-git-remote-secret-0123456789"
@@ -96,12 +96,12 @@ def test_an_error_about_a_credentialed_url_does_not_show_the_credentials(
         not_found_server: str, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     locks = RecordingLocks()
-    with pytest.raises(GitLabNotFound) as caught:
+    with pytest.raises(InternalError) as caught:  # a missing remote is a setting to fix
         GitPublisher(not_found_server, lock_factory=locks).publish(change())
     error: TfgenError = caught.value
     shown = redact_credentials(not_found_server)
     assert shown.startswith("http://***@127.0.0.1:")
-    assert error.message == f"git remote not found: {shown}"
+    assert error.message.startswith(f"git remote {shown} does not exist")
     chain = [error, error.__cause__]
     assert all(SECRET not in str(e) and SECRET not in repr(e.__dict__) for e in chain)
     assert SECRET not in str(error.to_dict())
