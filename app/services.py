@@ -13,7 +13,9 @@ from typing import Any
 import redis
 
 from app.core.checkov import Checkov
+from app.core.events import EventLog, event_log_from_url
 from app.core.jobs import JobStore, job_store_from_url
+from app.core.lifecycle import HookedJobStore, Lifecycle
 from app.core.locks import LocalLocks, LockFactory, RedisLocks
 from app.core.model import Publisher, Secret
 from app.core.pipeline import Pipeline
@@ -21,6 +23,7 @@ from app.core.policy import PolicyCheck, PolicyEngine
 from app.core.publish.git import GitPublisher
 from app.core.publish.gitlab import GitLabPublisher
 from app.core.render import Renderer
+from app.core.requests import RequestStore, request_store_from_url
 from app.core.store import ApexStore, StoreSettings
 from app.core.validate import Validator
 from app.core.waivers import WaiverStore, waiver_store_from_url
@@ -42,10 +45,32 @@ class Services:
 
     @cached_property
     def jobs(self) -> JobStore:
-        """Where job records live."""
-        return job_store_from_url(self.config["JOB_STORE_URL"],
+        """Where job records live; each status transition feeds the lifecycle hook."""
+        store = job_store_from_url(self.config["JOB_STORE_URL"],
+                                   prefix=self.config["JOB_KEY_PREFIX"],
+                                   ttl=int(self.config["JOB_RESULT_TTL"]))
+        return HookedJobStore(store, self.lifecycle)
+
+    @cached_property
+    def events(self) -> EventLog:
+        """The ordered event log, beside the job records."""
+        return event_log_from_url(self.config["JOB_STORE_URL"],
                                   prefix=self.config["JOB_KEY_PREFIX"],
-                                  ttl=int(self.config["JOB_RESULT_TTL"]))
+                                  max_len=int(self.config["EVENT_MAX_LEN"]),
+                                  max_age=int(self.config["EVENT_MAX_AGE"]))
+
+    @cached_property
+    def requests(self) -> RequestStore:
+        """Request records, beside the job records."""
+        return request_store_from_url(self.config["JOB_STORE_URL"],
+                                      prefix=self.config["JOB_KEY_PREFIX"])
+
+    @cached_property
+    def lifecycle(self) -> Lifecycle:
+        """The one hook every job and request change goes through."""
+        return Lifecycle(self.events, self.requests,
+                         target_branch=self.config["GITLAB_TARGET_BRANCH"],
+                         gitlab_url=self.config.get("GITLAB_URL"))
 
     @cached_property
     def waivers(self) -> WaiverStore:

@@ -1,0 +1,175 @@
+"""The one lifecycle hook: every job and request change goes through ``Lifecycle``.
+
+- A job changes status only through ``JobStore.transition`` (a compare-and-set), and the
+  job store the services hand out is a ``HookedJobStore``: each transition that wins
+  calls ``Lifecycle.job_changed`` once. The worker, the cancel path and the overdue
+  sweep therefore feed the hook without knowing of it, and no caller writes an event.
+- A request changes only through ``Lifecycle.request_step`` (from a job, a GitLab
+  webhook or the reconciler), which applies a step of ``app/core/requests.py`` inside
+  the request store's compare-and-set and appends ``request.<state>`` when the state moved.
+
+Events (``app/core/events.py``) are written here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from app.core.events import EventLog
+from app.core.jobs import JobRecord, JobStore, utcnow
+from app.core.requests import RequestRecord, RequestStore, Step, job_step, request_key
+
+__all__ = ["JOB_EVENTS", "HookedJobStore", "Lifecycle"]
+
+log = logging.getLogger(__name__)
+
+JOB_EVENTS = {"STARTED": "job.started", "RETRY": "job.retry", "SUCCESS": "job.succeeded",
+              "FAILURE": "job.failed", "REVOKED": "job.canceled"}
+
+
+class Lifecycle:
+    """Carries job and request changes to the request records and the event log.
+
+    Args:
+        events: The event log.
+        requests: The request store.
+        target_branch: The branch merge requests and git branches aim at.
+        gitlab_url: GitLab's base URL, to name a project by its path.
+    """
+
+    def __init__(self, events: EventLog, requests: RequestStore, *, target_branch: str = "main",
+                 gitlab_url: str | None = None) -> None:
+        self.events = events
+        self.requests = requests
+        self.target_branch = target_branch
+        self.gitlab_url = (gitlab_url or "").rstrip("/")
+
+    # --- jobs ----------------------------------------------------------------------------
+
+    def job_changed(self, job: JobRecord) -> None:
+        """A job's status changed (called once per winning transition)."""
+        kind = JOB_EVENTS.get(job.status)
+        if kind is None:
+            return
+        request = job.request
+        data: dict[str, Any] = {"status": job.status, "stage": job.stage,
+                                "attempts": job.attempts, "dry_run": bool(request.get("dry_run"))}
+        if job.error:
+            data["error"] = {"code": job.error.get("code"), "message": job.error.get("message")}
+        if job.status == "SUCCESS" and job.result:
+            data["merge_request"] = job.result.get("merge_request")
+            data["commit"] = job.result.get("commit")
+        self._append(kind, job.owner, request, job.uuid, data)
+        if request.get("dry_run"):
+            return  # a dry run changes nothing anywhere: it is not the request's life
+        key = request_key(request["cloud_id"], request["resource_type"], request["request_id"])
+        step = job_step(job.document(), target_branch=self.target_branch,
+                        project_path=self.project_path)
+        self.request_step(key, step, source="job", job_uuid=job.uuid)
+
+    def project_path(self, web_url: str | None) -> str | None:
+        """``platform/infra-live`` from ``https://gitlab.example.com/platform/infra-live``."""
+        if not web_url:
+            return None
+        if self.gitlab_url and web_url.startswith(self.gitlab_url + "/"):
+            return web_url[len(self.gitlab_url) + 1:].strip("/")
+        return urlsplit(web_url).path.strip("/") or None
+
+    # --- requests ------------------------------------------------------------------------
+
+    def request_step(self, key: str, step: Step, *, source: str,
+                     job_uuid: str | None = None) -> RequestRecord | None:
+        """Apply ``step`` to the record ``key``; append ``request.<state>`` if it moved."""
+        before = self.requests.get(key)
+        record, changed = self.requests.update(key, step)
+        if record is None:
+            return None
+        self._link(record)
+        if changed:
+            last = record.history[-1] if record.history else {}
+            data = {"state": record.state, "previous": before.state if before else None,
+                    "source": source, "detail": last.get("detail"),
+                    "merge_request": record.merge_request, "branch": record.branch,
+                    "owners": record.owners}
+            request = {"cloud_id": record.cloud_id, "resource_type": record.resource_type,
+                       "request_id": record.request_id}
+            self._append(f"request.{record.state}", record.owner, request,
+                         job_uuid or record.last_job, data)
+        return record
+
+    def _link(self, record: RequestRecord) -> None:
+        """Let webhooks find the record by project and branch, and by merge commit."""
+        mr = record.merge_request
+        if not mr or not mr.get("project_path"):
+            return
+        path = mr["project_path"]
+        self.requests.link(f"branch:{path}:{mr['source_branch']}", record.key)
+        if mr.get("merge_commit_sha"):
+            self.requests.link(f"commit:{path}:{mr['merge_commit_sha']}", record.key)
+
+    def _append(self, kind: str, owner: str, request: Mapping[str, Any], job_uuid: str | None,
+                data: Mapping[str, Any]) -> None:
+        self.events.append({
+            "type": kind, "at": utcnow(), "owner": owner,
+            "cloud_id": request["cloud_id"], "resource_type": request["resource_type"],
+            "request_id": request["request_id"], "job_uuid": job_uuid, "data": dict(data),
+        })
+
+
+class HookedJobStore:
+    """A job store whose winning status transitions call ``Lifecycle.job_changed``.
+
+    Everything else is the wrapped store's. A hook that fails (the event log or request
+    store unreachable) is logged, never raised: the transition has happened, and the job
+    must still end; the lost event is named in the log (``lifecycle.hook_failed``).
+    """
+
+    def __init__(self, inner: JobStore, lifecycle: Lifecycle) -> None:
+        self.inner = inner
+        self.lifecycle = lifecycle
+        self.ttl = inner.ttl
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def create(self, record: JobRecord) -> None:
+        """Store a new record."""
+        self.inner.create(record)
+
+    def get(self, uuid: str) -> JobRecord | None:
+        """Return the record."""
+        return self.inner.get(uuid)
+
+    def delete(self, uuid: str) -> None:
+        """Remove a record."""
+        self.inner.delete(uuid)
+
+    def transition(self, uuid: str, allowed: Collection[str], changes: Mapping[str, Any]
+                   ) -> JobRecord | None:
+        """The wrapped transition, then the hook when it changed the status."""
+        record = self.inner.transition(uuid, allowed, changes)
+        if record is not None and "status" in changes:
+            try:
+                self.lifecycle.job_changed(record)
+            except Exception:
+                log.exception("lifecycle.hook_failed: job %s %s", uuid, record.status)
+        return record
+
+    def list(self, owner: str | None, limit: int = 50) -> list[JobRecord]:
+        """Recent records."""
+        return self.inner.list(owner, limit)
+
+    def ping(self) -> None:
+        """Ping the wrapped store."""
+        self.inner.ping()
+
+    def claim_idempotency(self, key: str, job_uuid: str) -> str | None:
+        """Bind an idempotency key."""
+        return self.inner.claim_idempotency(key, job_uuid)
+
+    def release_idempotency(self, key: str) -> None:
+        """Forget an idempotency key."""
+        self.inner.release_idempotency(key)
