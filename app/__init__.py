@@ -109,7 +109,14 @@ def _make_embedded_dirs(config: Mapping[str, Any]) -> None:
 
 def register_apis(app: Flask) -> None:
     """Mount ``/api/v1`` (flask-restx, Swagger UI at ``/api/v1/docs``) and the probes."""
-    from app.apis import jobs, templates, waivers  # noqa: F401 - registers the routes
+    from app.apis import (  # noqa: F401 - registers the routes
+        events,
+        hooks,
+        jobs,
+        requests,
+        templates,
+        waivers,
+    )
     from app.apis.bodies import register_body_limits
     from app.apis.errors import register_error_handlers
     from app.apis.generate import ns as terraform_ns
@@ -122,6 +129,9 @@ def register_apis(app: Flask) -> None:
     api.add_namespace(terraform_ns)
     api.add_namespace(jobs.ns)
     api.add_namespace(waivers.ns)
+    api.add_namespace(requests.ns)
+    api.add_namespace(events.ns)
+    api.add_namespace(hooks.ns)
     register_error_handlers(api, app)
     register_body_limits(app)
     register_swagger_ui(app, api)

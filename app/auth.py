@@ -72,6 +72,9 @@ log = logging.getLogger(__name__)
 
 ALLOWED_ALGORITHMS: tuple[str, ...] = ("RS256", "ES256")
 ON_BEHALF_OF_ROLE = "tfgen.on_behalf_of"
+
+#: Routes that check their own secret instead of a bearer token (``app/apis/hooks.py``).
+SECRET_AUTHENTICATED_PATHS = ("/api/v1/hooks/gitlab",)
 DEV_ISSUER = "tfgen-dev"
 EXTENSION_KEY = "tfgen_auth"
 REQUIRED_CLAIMS = ["exp", "iss", "aud"]
@@ -791,6 +794,7 @@ def _guard_api() -> None:
         request.method != "OPTIONS"
         and path.startswith(settings.protected_prefix)
         and path.rstrip("/") not in settings.public_paths
+        and path.rstrip("/") not in SECRET_AUTHENTICATED_PATHS
     ):
         current_principal()
 

@@ -18,6 +18,16 @@ It serves only what tfgen's publisher uses, with the behaviour documented in
   target), ``GET /projects/:id/merge_requests?source_branch=&state=``,
   ``GET /projects/:id/merge_requests/:iid``.
 
+- ``GET  /projects/:id/pipelines?ref=&sha=&order_by=id&sort=desc``.
+
+Webhooks (``add_webhook``): ``merge``, ``close``, ``reopen`` and ``run_pipeline`` change
+the state and POST a "Merge Request Hook" or "Pipeline Hook" to the hook's URL with the
+headers and body GitLab's "Webhook events" documentation shows (``X-Gitlab-Event``,
+``X-Gitlab-Token``, ``X-Gitlab-Instance``, ``X-Gitlab-Webhook-UUID``,
+``X-Gitlab-Event-UUID``, ``Idempotency-Key``; ``object_kind``, ``object_attributes``,
+``project``, ...). Each delivery is kept (``deliveries``) and can be sent again as
+GitLab's retry or manual resend does: same ``Idempotency-Key`` and event UUID.
+
 Faults: scripted (``fail_next``) or random (``chaos``): 500, 502, 503, 429 with
 ``Retry-After``, with ``RateLimit-Reset``, with neither, ``reset`` (drop the connection
 before doing anything) and ``lost`` (do the work, then drop the connection). Every
@@ -33,6 +43,9 @@ import json
 import random
 import threading
 import time
+import urllib.error
+import urllib.request
+import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -43,6 +56,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 __all__ = [
     "FAULT_KINDS",
     "Commit",
+    "Delivery",
     "Fault",
     "GitLabStub",
     "Project",
@@ -59,6 +73,7 @@ P_FILE = "/projects/:id/repository/files/:path"
 P_COMMITS = "/projects/:id/repository/commits"
 P_MRS = "/projects/:id/merge_requests"
 P_MR = "/projects/:id/merge_requests/:iid"
+P_PIPELINES = "/projects/:id/pipelines"
 
 READ_ACCESS = {"reporter", "developer", "maintainer"}
 WRITE_ACCESS = {"developer", "maintainer"}
@@ -133,6 +148,33 @@ class RequestRecord:
     headers: Mapping[str, str] = field(default_factory=dict)  # extra answer headers
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """One webhook delivery: what GitLab POSTs, kept so it can be sent again."""
+
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+
+    def send(self, *, token: str | None = None, timeout: float = 10.0) -> int:
+        """POST it (with ``token`` instead of the hook's secret, if given); the status."""
+        headers = dict(self.headers)
+        if token is not None:
+            headers["X-Gitlab-Token"] = token
+        req = urllib.request.Request(self.url, data=self.body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as answer:  # noqa: S310 - loopback
+                return int(answer.status)
+        except urllib.error.HTTPError as e:
+            return int(e.code)
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        """The decoded body."""
+        data: dict[str, Any] = json.loads(self.body)
+        return data
+
+
 class _HttpError(Exception):
     def __init__(self, status: int, message: Any, key: str = "message") -> None:
         super().__init__(status, message)
@@ -163,6 +205,10 @@ class GitLabStub:
         self._rng = random.Random(seed)
         self._after: list[tuple[str, str, Callable[[Project], None]]] = []
         self.latency = 0.0  # seconds each request takes, to widen race windows
+        self.hooks: list[dict[str, Any]] = []
+        self.deliveries: list[Delivery] = []
+        self.pipelines: dict[int, list[dict[str, Any]]] = {}  # project id -> pipelines
+        self._pipeline_ids = itertools.count(100)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -429,6 +475,8 @@ class GitLabStub:
             return 201, self._create_mr(project, user, data)
         if pattern == P_MRS and method == "GET":
             return 200, self._list_mrs(project, data)
+        if pattern == P_PIPELINES and method == "GET":
+            return 200, self._list_pipelines(project, data)
         if pattern == P_MR and method == "GET":
             iid = int(params["iid"])
             mr = next((m for m in project.merge_requests if m["iid"] == iid), None)
@@ -574,6 +622,13 @@ class GitLabStub:
             "assignee_id": data.get("assignee_id"),
             "reviewer_ids": list(data.get("reviewer_ids") or []),
             "web_url": f"{self.url}/{project.path}/-/merge_requests/{iid}",
+            "sha": project.branches[source],
+            "merge_commit_sha": None,
+            "squash_commit_sha": None,
+            "merged_at": None,
+            "closed_at": None,
+            "created_at": _iso(time.time()),
+            "updated_at": _iso(time.time()),
         }
         project.merge_requests.append(mr)
         return mr
@@ -584,6 +639,265 @@ class GitLabStub:
             if query.get(key) and not (key == "state" and query[key] == "all"):
                 out = [mr for mr in out if mr[key] == query[key]]
         return sorted(out, key=lambda mr: -mr["iid"])
+
+    # --- webhooks (GitLab's "Webhook events") ------------------------------------------
+
+    def add_webhook(self, url: str, token: str | None, *, events: Iterable[str] = (
+            "merge_requests", "pipeline")) -> None:
+        """Register a project (or group) hook: where to POST, its secret, which events."""
+        with self._lock:
+            self.hooks.append({"url": url, "token": token, "events": set(events),
+                               "uuid": str(uuid.uuid4())})
+
+    def open_merge_request(self, path: str, branch: str, *, user: str = "alice",
+                           files: Mapping[str, str] | None = None, send: bool = True
+                           ) -> dict[str, Any]:
+        """Someone (not tfgen) pushes ``branch`` with one commit and opens its MR."""
+        with self._lock:
+            project = self.project(path)
+            base = project.branches[project.default_branch]
+            tree = {**project.commits[base].tree,
+                    **{p: c.encode() for p, c in (files or {"other.tf": "# x\n"}).items()}}
+            project.branches[branch] = self._new_commit(project, base, tree, "by hand").id
+            mr = self._create_mr(project, user, {"source_branch": branch, "title": "by hand",
+                                                 "target_branch": project.default_branch})
+        self._hook("merge_requests", self._mr_payload(project, mr, "open", user), send)
+        return mr
+
+    def merge(self, path: str, iid: int, *, user: str = "alice", send: bool = True
+              ) -> list[Delivery]:
+        """Merge MR ``iid`` (a merge commit on the target) and send its "merge" event."""
+        with self._lock:
+            project = self.project(path)
+            mr = self._mr(project, iid)
+            source_head = project.branches[mr["source_branch"]]
+            target = mr["target_branch"]
+            commit = self._new_commit(
+                project, project.branches[target], project.commits[source_head].tree,
+                f"Merge branch '{mr['source_branch']}' into '{target}'")
+            project.branches[target] = commit.id
+            mr.update(state="merged", merge_commit_sha=commit.id, merged_at=_iso(time.time()),
+                      updated_at=_iso(time.time()))
+        return self._hook("merge_requests", self._mr_payload(project, mr, "merge", user), send)
+
+    def close(self, path: str, iid: int, *, user: str = "alice", send: bool = True
+              ) -> list[Delivery]:
+        """Close MR ``iid`` and send its "close" event."""
+        with self._lock:
+            project = self.project(path)
+            mr = self._mr(project, iid)
+            mr.update(state="closed", closed_at=_iso(time.time()), updated_at=_iso(time.time()))
+        return self._hook("merge_requests", self._mr_payload(project, mr, "close", user), send)
+
+    def reopen(self, path: str, iid: int, *, user: str = "alice", send: bool = True
+               ) -> list[Delivery]:
+        """Reopen MR ``iid`` and send its "reopen" event."""
+        with self._lock:
+            project = self.project(path)
+            mr = self._mr(project, iid)
+            mr.update(state="opened", closed_at=None, updated_at=_iso(time.time()))
+        return self._hook("merge_requests", self._mr_payload(project, mr, "reopen", user), send)
+
+    def mr_event(self, path: str, iid: int, action: str, *, user: str = "alice",
+                 send: bool = True) -> list[Delivery]:
+        """Send an event about MR ``iid`` as it is now (``update``, ``approved``, ...)."""
+        with self._lock:
+            project = self.project(path)
+            mr = self._mr(project, iid)
+        return self._hook("merge_requests", self._mr_payload(project, mr, action, user), send)
+
+    def run_pipeline(self, path: str, ref: str, sha: str, status: str, *,
+                     pipeline_id: int | None = None, user: str = "alice", send: bool = True
+                     ) -> list[Delivery]:
+        """Record a pipeline on ``ref`` at ``sha`` now in ``status`` and send its event
+        (the same ``pipeline_id`` again: that pipeline's status changed)."""
+        with self._lock:
+            project = self.project(path)
+            pipelines = self.pipelines.setdefault(project.id, [])
+            found = next((p for p in pipelines if p["id"] == pipeline_id), None)
+            now = _iso(time.time(), utc_words=True)
+            if found is None:
+                found = {"id": pipeline_id or next(self._pipeline_ids),
+                         "iid": len(pipelines) + 1, "project_id": project.id, "ref": ref,
+                         "sha": sha, "source": "push", "created_at": now}
+                pipelines.append(found)
+            found.update(status=status, updated_at=now,
+                         finished_at=now if status in {"success", "failed", "canceled"}
+                         else None)
+            payload = self._pipeline_payload(project, found, user)
+        return self._hook("pipeline", payload, send)
+
+    def _mr(self, project: Project, iid: int) -> dict[str, Any]:
+        return next(m for m in project.merge_requests if m["iid"] == iid)
+
+    def _list_pipelines(self, project: Project, query: dict[str, Any]) -> list[dict[str, Any]]:
+        out = [p for p in self.pipelines.get(project.id, [])
+               if all(not query.get(k) or p[k] == query[k] for k in ("ref", "sha", "status"))]
+        out = sorted(out, key=lambda p: p["id"], reverse=query.get("sort", "desc") == "desc")
+        return [{**p, "web_url": f"{self.url}/{project.path}/-/pipelines/{p['id']}"}
+                for p in out]
+
+    def _hook(self, kind: str, payload: dict[str, Any], send: bool) -> list[Delivery]:
+        """One delivery per hook that wants ``kind``, as GitLab sends it."""
+        event = {"merge_requests": "Merge Request Hook", "pipeline": "Pipeline Hook"}[kind]
+        event_uuid = str(uuid.uuid4())
+        body = json.dumps(payload).encode()
+        out = []
+        for hook in list(self.hooks):
+            if kind not in hook["events"]:
+                continue
+            headers = {
+                "Content-Type": "application/json",
+                "User-Agent": "GitLab/17.6.0",
+                "X-Gitlab-Event": event,
+                "X-Gitlab-Webhook-UUID": hook["uuid"],
+                "X-Gitlab-Instance": self.url,
+                "X-Gitlab-Event-UUID": event_uuid,
+                "Idempotency-Key": event_uuid,
+            }
+            if hook["token"] is not None:
+                headers["X-Gitlab-Token"] = hook["token"]
+            delivery = Delivery(hook["url"], headers, body)
+            with self._lock:
+                self.deliveries.append(delivery)
+            if send:
+                delivery.send()
+            out.append(delivery)
+        return out
+
+    def _project_hook_json(self, project: Project) -> dict[str, Any]:
+        web = f"{self.url}/{project.path}"
+        host = self.url.split("//", 1)[-1]
+        return {
+            "id": project.id,
+            "name": project.path.rsplit("/", 1)[-1],
+            "description": "",
+            "web_url": web,
+            "avatar_url": None,
+            "git_ssh_url": f"git@{host}:{project.path}.git",
+            "git_http_url": f"{web}.git",
+            "namespace": project.path.split("/", 1)[0],
+            "visibility_level": 0,
+            "path_with_namespace": project.path,
+            "default_branch": project.default_branch,
+            "ci_config_path": "",
+            "homepage": web,
+            "url": f"{web}.git",
+            "ssh_url": f"git@{host}:{project.path}.git",
+            "http_url": f"{web}.git",
+        }
+
+    def _user_json(self, user: str) -> dict[str, Any]:
+        return {"id": self._user_ids.get(user, 0), "name": user.title(), "username": user,
+                "avatar_url": None, "email": "[REDACTED]"}
+
+    def _mr_payload(self, project: Project, mr: dict[str, Any], action: str, user: str
+                    ) -> dict[str, Any]:
+        head = project.commits[project.branches.get(mr["source_branch"], mr["sha"])]
+        project_json = self._project_hook_json(project)
+        state_id = {"opened": 1, "closed": 2, "merged": 3, "locked": 4}[mr["state"]]
+        attributes = {
+            "id": mr["id"],
+            "iid": mr["iid"],
+            "target_branch": mr["target_branch"],
+            "source_branch": mr["source_branch"],
+            "source_project_id": project.id,
+            "author_id": self._user_ids.get(mr["author"]["username"], 0),
+            "assignee_ids": [mr["assignee_id"]] if mr.get("assignee_id") else [],
+            "assignee_id": mr.get("assignee_id"),
+            "reviewer_ids": mr.get("reviewer_ids", []),
+            "title": mr["title"],
+            "created_at": mr["created_at"],
+            "updated_at": mr["updated_at"],
+            "last_edited_at": None,
+            "last_edited_by_id": None,
+            "milestone_id": None,
+            "state_id": state_id,
+            "state": mr["state"],
+            "blocking_discussions_resolved": True,
+            "work_in_progress": False,
+            "draft": False,
+            "first_contribution": False,
+            "merge_status": "can_be_merged",
+            "target_project_id": project.id,
+            "description": mr["description"],
+            "prepared_at": mr["created_at"],
+            "total_time_spent": 0,
+            "time_change": 0,
+            "human_total_time_spent": None,
+            "human_time_change": None,
+            "human_time_estimate": None,
+            "url": mr["web_url"],
+            "source": project_json,
+            "target": project_json,
+            "last_commit": {
+                "id": head.id,
+                "message": head.message,
+                "title": head.message.split("\n", 1)[0],
+                "timestamp": _iso(head.created_at),
+                "url": f"{self.url}/{project.path}/-/commit/{head.id}",
+                "author": {"name": "tfgen", "email": "tfgen@localhost"},
+            },
+            "labels": [],
+            "merge_commit_sha": mr.get("merge_commit_sha"),
+            "action": action,
+            "detailed_merge_status": "mergeable" if mr["state"] == "opened" else "not_open",
+        }
+        return {
+            "object_kind": "merge_request",
+            "event_type": "merge_request",
+            "user": self._user_json(user),
+            "project": project_json,
+            "repository": {"name": project_json["name"], "url": project_json["url"],
+                           "description": "", "homepage": project_json["homepage"]},
+            "object_attributes": attributes,
+            "labels": [],
+            "changes": {"state_id": {"previous": 1, "current": state_id}}
+            if action in {"merge", "close", "reopen"} else {},
+            "assignees": [],
+            "reviewers": [],
+        }
+
+    def _pipeline_payload(self, project: Project, pipeline: dict[str, Any], user: str
+                          ) -> dict[str, Any]:
+        commit = project.commits[pipeline["sha"]]
+        project_json = self._project_hook_json(project)
+        return {
+            "object_kind": "pipeline",
+            "object_attributes": {
+                "id": pipeline["id"],
+                "iid": pipeline["iid"],
+                "name": f"Pipeline for branch: {pipeline['ref']}",
+                "ref": pipeline["ref"],
+                "tag": False,
+                "sha": pipeline["sha"],
+                "before_sha": commit.parent_id or "0" * 40,
+                "source": pipeline["source"],
+                "status": pipeline["status"],
+                "detailed_status": pipeline["status"],
+                "stages": ["plan", "apply"],
+                "created_at": pipeline["created_at"],
+                "finished_at": pipeline["finished_at"],
+                "duration": 42 if pipeline["finished_at"] else None,
+                "queued_duration": 1,
+                "variables": [],
+                "url": f"{self.url}/{project.path}/-/pipelines/{pipeline['id']}",
+            },
+            "merge_request": None,
+            "user": self._user_json(user),
+            "project": {k: project_json[k] for k in (
+                "id", "name", "description", "web_url", "avatar_url", "git_ssh_url",
+                "git_http_url", "namespace", "visibility_level", "path_with_namespace",
+                "default_branch")},
+            "commit": {
+                "id": commit.id,
+                "message": commit.message,
+                "timestamp": _iso(commit.created_at),
+                "url": f"{self.url}/{project.path}/-/commit/{commit.id}",
+                "author": {"name": "tfgen", "email": "tfgen@localhost"},
+            },
+            "builds": [],
+        }
 
     def record(self, record: RequestRecord) -> None:
         """Keep one request record (called by the handler)."""
@@ -596,6 +910,15 @@ class GitLabStub:
             return self._authenticate(headers)
         except _HttpError:
             return None
+
+
+def _iso(at: float, *, utc_words: bool = False) -> str:
+    """GitLab's timestamps: ISO 8601 in the API, ``2016-08-12 15:23:28 UTC`` in
+    pipeline hooks."""
+    stamp = time.gmtime(at)
+    if utc_words:
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", stamp)
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", stamp)
 
 
 def _route(method: str, path: str) -> tuple[str, dict[str, str]]:
@@ -616,6 +939,8 @@ def _route(method: str, path: str) -> tuple[str, dict[str, str]]:
         return P_COMMITS, params
     if rest == ["merge_requests"]:
         return P_MRS, params
+    if rest == ["pipelines"]:
+        return P_PIPELINES, params
     if rest[0] == "merge_requests" and len(rest) == 2 and rest[1].isdigit():
         return P_MR, {**params, "iid": rest[1]}
     return "?", {}

@@ -1,0 +1,70 @@
+"""``GET /api/v1/events``: one ordered feed of job and request changes, long-polled."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import request
+from flask_restx import Namespace, Resource, fields
+
+from app.apis.generate import error, services
+from app.auth import can_see, current_principal
+from app.core.events import read_events
+from app.errors import BadRequest
+
+ns = Namespace("events", description="The feed of job and request changes", path="/")
+
+MAX_WAIT = 25
+
+event_model = ns.model("Event", {
+    "id": fields.String(required=True, description="The cursor: pass it as `after`"),
+    "type": fields.String(required=True, example="request.merged",
+                          description="job.started|retry|succeeded|failed|canceled, "
+                                      "request.<state>"),
+    "at": fields.String(),
+    "owner": fields.String(),
+    "cloud_id": fields.String(),
+    "resource_type": fields.String(),
+    "request_id": fields.Integer(),
+    "job_uuid": fields.String(),
+    "data": fields.Raw(),
+})
+page = ns.model("Events", {
+    "events": fields.List(fields.Nested(event_model), required=True),
+    "next": fields.String(required=True, description="Pass as `after` on the next poll"),
+})
+
+
+def _number(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise BadRequest(f"{name} must be an integer from {low} to {high}",
+                         details={"errors": {name: f"an integer from {low} to {high}"}})
+    return int(raw)
+
+
+@ns.route("/events")
+class Events(Resource):
+    """The event feed."""
+
+    @ns.doc(params={"after": "Cursor of the last event seen (absent: the oldest kept)",
+                    "limit": "At most this many (1-500, default 100)",
+                    "wait": "Seconds to hold the answer open until an event arrives (0-25)"})
+    @ns.response(200, "Events after the cursor that the caller may see", page)
+    @ns.response(400, "Bad cursor, limit or wait", error)
+    def get(self) -> dict[str, Any]:
+        """Return the events after `after`; with `wait`, hold on until one arrives."""
+        limit = _number("limit", 100, 1, 500)
+        wait = _number("wait", 0, 0, MAX_WAIT)
+        principal = current_principal()
+
+        def visible(event: Mapping[str, Any]) -> bool:
+            owners = (event.get("data") or {}).get("owners") or ()
+            return can_see(principal, str(event.get("owner"))) or principal.username in owners
+
+        events, cursor = read_events(services().events, after=request.args.get("after") or None,
+                                     limit=limit, wait=wait, visible=visible)
+        return {"events": events, "next": cursor}
