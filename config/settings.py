@@ -213,6 +213,11 @@ def load_settings(
         "GITLAB_SSL_VERIFY": _ssl_verify(env.get("GITLAB_SSL_VERIFY", "true")),
         "PUBLISH_LOCK_URL": env.get("PUBLISH_LOCK_URL")
         or (broker if broker.startswith(("redis://", "rediss://")) else None),
+        "GITLAB_WEBHOOK_SECRET": env.get("GITLAB_WEBHOOK_SECRET") or None,
+        "EVENT_MAX_LEN": _int(env, "EVENT_MAX_LEN", 100000),
+        "EVENT_MAX_AGE": _int(env, "EVENT_MAX_AGE", 30 * DAY),
+        "RECONCILE_INTERVAL": _int(env, "RECONCILE_INTERVAL", 300),
+        "RECONCILE_BATCH": _int(env, "RECONCILE_BATCH", 50),
         "TEMPLATE_CACHE_SIZE": _int(env, "TEMPLATE_CACHE_SIZE", 256),
         "TERRAFORM_BIN": env.get("TERRAFORM_BIN") or None,
         "TERRAFORM_FMT_ENGINE": _choice(env, "TERRAFORM_FMT_ENGINE",
@@ -271,6 +276,15 @@ def load_settings(
         "broker_transport_options": {"visibility_timeout": visibility_timeout},
         "result_backend_transport_options": {"visibility_timeout": visibility_timeout},
     }
+    if cfg["RECONCILE_INTERVAL"] > 0:
+        # ``celery -A tasks beat`` sends ``tfgen.reconcile`` this often; a run that
+        # waited longer than one interval is dropped (the next one does its work).
+        interval = cfg["RECONCILE_INTERVAL"]
+        cfg["CELERY"]["beat_schedule"] = {
+            "tfgen-reconcile": {"task": "tfgen.reconcile", "schedule": float(interval),
+                                "options": {"queue": cfg["JOB_QUEUE"], "expires": interval}},
+        }
+        cfg["CELERY"]["beat_schedule_filename"] = str(var_dir / "celerybeat-schedule")
     if broker.startswith("filesystem://"):
         queue_dir = var_dir / "queue"
         cfg["CELERY"]["broker_transport_options"] = {

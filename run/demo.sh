@@ -7,7 +7,10 @@
 # It creates .venv (unless TFGEN_VENV names one), a SQLite APEX schema with demo data,
 # a bare git repository with a `main` branch as the remote, then starts the API
 # (gunicorn) and one Celery worker on the filesystem queue, mints a dev token, submits
-# the job over HTTP, polls it, prints the job document and the commit, and stops what it
+# the job over HTTP, polls it, prints the job document and the commit. Then it merges
+# the branch into main in the local remote, as a reviewer would, and shows the request
+# go published -> merged: `celery -A tasks beat` runs the reconciler every
+# RECONCILE_INTERVAL (2 s here), which finds the branch inside main. It stops what it
 # started. Everything it writes lives under var/demo (TFGEN_VAR_DIR), wiped at each run.
 set -euo pipefail
 
@@ -43,6 +46,7 @@ export PATH="$venv/bin:$PATH"
 export APP_ENV=dev AUTH_MODE=dev TFGEN_VAR_DIR="$var" LOG_LEVEL=${LOG_LEVEL:-WARNING}
 # The starter policies (docs/policies.md): the demo requests each trip one warning.
 export POLICY_DIR=${POLICY_DIR:-$root/policies}
+export RECONCILE_INTERVAL=${RECONCILE_INTERVAL:-2}
 unset CELERY_BROKER_URL CELERY_RESULT_BACKEND DATABASE_URL JOB_STORE_URL GIT_REMOTE PUBLISHER
 rm -rf "$var"
 mkdir -p "$var"
@@ -59,10 +63,12 @@ stop() {
 }
 trap stop EXIT
 
-say "starting the API on $api and one Celery worker (logs in $var/*.log)"
+say "starting the API on $api, one Celery worker and celery beat (logs in $var/*.log)"
 gunicorn --bind "127.0.0.1:$port" --workers 2 manage:app >"$var/api.log" 2>&1 &
 pids+=($!)
 celery -A tasks worker --concurrency 1 --loglevel "$LOG_LEVEL" >"$var/worker.log" 2>&1 &
+pids+=($!)
+celery -A tasks beat --loglevel "$LOG_LEVEL" -s "$var/celerybeat-schedule" >"$var/beat.log" 2>&1 &
 pids+=($!)
 
 for _ in $(seq 1 100); do
@@ -105,3 +111,27 @@ branch=$(echo "$doc" | jq -r .result.branch)
 say "the commit on $branch in the local remote:"
 git --git-dir "$var/remote.git" log --stat -1 "$branch" >&2
 say "see it again with: git --git-dir $var/remote.git log -p $branch"
+
+request="$api/api/v1/requests/$cloud/$rtype/$request_id"
+state() { curl -fsS "$request" -H "Authorization: Bearer $token" | jq -r .state; }
+say "the request is $(state): GET /api/v1/requests/$cloud/$rtype/$request_id"
+say "a reviewer merges $branch into main in the local remote"
+work="$var/review"
+git clone -q "$var/remote.git" "$work"
+git -C "$work" -c user.name=reviewer -c user.email=reviewer@localhost \
+  merge -q --no-ff "origin/$branch" -m "Merge branch '$branch' into 'main'"
+git -C "$work" push -q origin main
+rm -rf "$work"
+say "waiting for the reconciler (celery beat, every ${RECONCILE_INTERVAL}s) to notice"
+now=$(state)
+for _ in $(seq 1 150); do
+  [ "$now" = merged ] && break
+  sleep 0.2
+  now=$(state)
+done
+curl -fsS "$request" -H "Authorization: Bearer $token" | jq '{state, branch, history}' >&2
+[ "$now" = merged ] || { say "the request stayed $now; beat log: $var/beat.log"; exit 1; }
+say "request $cloud/$rtype/$request_id: published -> merged"
+say "its events (GET /api/v1/events):"
+curl -fsS "$api/api/v1/events?limit=100" -H "Authorization: Bearer $token" \
+  | jq -r --argjson id "$request_id" '.events[] | select(.request_id == $id) | "  \(.id) \(.type)"' >&2

@@ -76,6 +76,10 @@ def test_demo_ends_with_success_and_a_commit_on_the_feature_branch(
     assert [w["rule"] for w in result["policy"]["warnings"]] == [warning]
     assert f"warning {warning}: " in done.stderr
     assert f"- warning `{warning}`" in message
+    # It merged the branch in the remote, and the reconciler under beat saw it.
+    assert f"request {cloud}/{rtype}/{doc['request']['request_id']}: published -> merged" \
+        in done.stderr
+    subprocess.run([*git, "merge-base", "--is-ancestor", branch, "main"], check=True)
     # The demo stopped what it started: nothing listens or runs from its folder any more.
     assert processes_with_env(f"TFGEN_VAR_DIR={var}") == []
 

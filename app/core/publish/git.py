@@ -143,6 +143,32 @@ class GitPublisher:
         raise GitLabUnavailable(f"branch {change.branch} kept moving; gave up after "
                                 f"{self.push_attempts} attempts")
 
+    def branch_merged(self, branch: str, target_branch: str) -> str | None:
+        """The target's head when ``branch``'s tip is an ancestor of it (merged), else None.
+
+        Raises:
+            GitLabUnavailable: The remote did not answer.
+        """
+        with tempfile.TemporaryDirectory(prefix="tfgen-git-") as tmp:
+            repo = Path(tmp)
+            try:
+                self._git(repo, "init", "-q", "--bare")
+                self._git(repo, "remote", "add", "origin", self.remote)
+                heads = self._heads(repo, branch, target_branch)
+                if branch not in heads or target_branch not in heads:
+                    return None
+                self._git(repo, "fetch", "-q", "origin", heads[branch], heads[target_branch])
+                try:
+                    self._git(repo, "merge-base", "--is-ancestor", heads[branch],
+                              heads[target_branch])
+                except GitError:
+                    return None  # exit status 1: not an ancestor
+                return heads[target_branch]
+            except GitError as e:
+                raise GitLabUnavailable(f"git remote failed: {e}") from e
+            except subprocess.TimeoutExpired as e:
+                raise GitLabUnavailable("git remote timed out") from e
+
     def _attempt(self, repo: Path, change: Change) -> PublishResult | None:
         heads = self._heads(repo, change.branch, change.target_branch)
         head = heads.get(change.branch)

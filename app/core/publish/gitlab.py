@@ -381,6 +381,56 @@ class GitLabPublisher:
         except LockTimeout as e:
             raise GitLabUnavailable(f"{label}: another job is still publishing this branch") from e
 
+    # --- reads for the reconciler ------------------------------------------------------
+
+    def read_merge_request(self, project: str, iid: int, *, target_branch: str,
+                           token: Secret | None = None) -> dict[str, Any] | None:
+        """Read a merge request and, once merged, the target's pipeline for its commit.
+
+        Two calls at most, each retried like the publisher's reads (429 waits
+        ``Retry-After`` or ``RateLimit-Reset``, 5xx backs off), within the same bounds.
+
+        Args:
+            project: The project's id or path.
+            iid: The merge request's iid.
+            target_branch: The branch the pipeline runs on.
+            token: The token to read with (default: the fallback service token).
+
+        Returns:
+            ``{"state", "merge_commit_sha", "pipeline": {"id", "status", "finished_at"} |
+            None}``, or None when the merge request is gone.
+
+        Raises:
+            GitLabAuth: No token, or GitLab refused it.
+            GitLabNotFound: The project is not visible.
+            GitLabUnavailable: GitLab kept failing (or rate limiting) past the bounds.
+        """
+        token = token or self._fallback_token
+        if not token:
+            raise GitLabAuth("no GitLab token to read merge requests with")
+        label = f"{project}!{iid}"
+        with self._client(token, label) as (gl, talk):
+            proj = gl.projects.get(project, lazy=True)
+            mr = talk.read_optional(
+                "get merge request", partial(proj.mergerequests.get, iid, **_NO_LIBRARY_RETRY))
+            if mr is None:
+                return None
+            attrs = mr.attributes
+            sha = attrs.get("merge_commit_sha") or attrs.get("squash_commit_sha")
+            if attrs.get("state") == "merged" and not sha:
+                sha = attrs.get("sha")  # a fast-forward merge lands the head itself
+            pipeline = None
+            if attrs.get("state") == "merged" and sha:
+                found = talk.read("list pipelines", partial(
+                    proj.pipelines.list, ref=target_branch, sha=sha, order_by="id", sort="desc",
+                    get_all=False, per_page=1, **_NO_LIBRARY_RETRY))
+                if found:
+                    p = found[0].attributes
+                    pipeline = {"id": int(p["id"]), "status": str(p["status"]),
+                                "finished_at": p.get("finished_at") or p.get("updated_at")}
+            return {"state": str(attrs.get("state")), "merge_commit_sha": sha,
+                    "pipeline": pipeline}
+
     # --- one publish, under the lock ---------------------------------------------------
 
     @contextmanager
