@@ -69,6 +69,13 @@ export PUBLISHER=git                    # git (push branches to GIT_REMOTE) | gi
 # export GITLAB_SSL_VERIFY=true         # true | false | path to a CA bundle
 # export PUBLISH_LOCK_URL=              # Redis URL for per-branch locks (default: the broker)
 
+# --- after the merge request: requests, events, webhooks (docs/lifecycle.md) ---------
+# export GITLAB_WEBHOOK_SECRET=         # SECRET; unset: POST /api/v1/hooks/gitlab answers 404
+# export RECONCILE_INTERVAL=300         # seconds between tfgen.reconcile runs under beat; 0 = off
+# export RECONCILE_BATCH=50             # requests read per run (at most 2 GitLab calls each)
+# export EVENT_MAX_LEN=100000           # events kept in the feed (GET /api/v1/events)
+# export EVENT_MAX_AGE=2592000          # seconds an event is kept (30 days)
+
 # --- authentication (dev mode signs tokens locally: `python manage.py token --user alice`)
 # export AUTH_MODE=dev                  # dev | oidc (prod: oidc; dev refuses APP_ENV=prod)
 # export AUTH_DEV_KEY_PATH=var/dev-signing-key.pem

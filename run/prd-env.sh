@@ -15,6 +15,7 @@ export LOG_FORMAT=json                  # one JSON object per line (docs/operati
 : "${GITLAB_TOKEN:=}"                   # optional service token
 : "${FLOWER_BASIC_AUTH:=}"              # or FLOWER_AUTH_PROVIDER + FLOWER_OAUTH2_*
 : "${FLOWER_OAUTH2_SECRET:=}"
+: "${GITLAB_WEBHOOK_SECRET:=}"          # X-Gitlab-Token of GitLab's webhook; unset: no receiver
 
 # --- jobs ----------------------------------------------------------------------------
 export JOB_QUEUE=tfgen                  # KEDA's listName must match
@@ -28,6 +29,12 @@ export JOB_RETRY_BACKOFF_MAX=120
 export BROKER_VISIBILITY_TIMEOUT=480
 export BROKER_CONNECT_TIMEOUT=3
 # JOB_STORE_URL and PUBLISH_LOCK_URL default to CELERY_BROKER_URL (Redis).
+
+# --- after the merge request (docs/lifecycle.md) -----------------------------------------
+export RECONCILE_INTERVAL=300           # tfgen.reconcile under `celery -A tasks beat`; 0 = off
+export RECONCILE_BATCH=50
+export EVENT_MAX_LEN=100000
+export EVENT_MAX_AGE=2592000
 
 # --- APEX database ---------------------------------------------------------------------
 export DATABASE_SCHEMA=apex_owner       # owner of tf_template, users and the views

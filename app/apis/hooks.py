@@ -102,8 +102,8 @@ class GitLabHook(Resource):
             return {"status": "duplicate"}, 202
         try:
             celery = current_app.extensions["celery"]
-            celery.send_task("tfgen.gitlab_hook", args=[event], queue=current_app.config["JOB_QUEUE"],
-                             retry=True)
+            celery.send_task("tfgen.gitlab_hook", args=[event],
+                             queue=current_app.config["JOB_QUEUE"], retry=True)
         except Exception as e:
             if delivery:
                 svc.requests.release_delivery(delivery)

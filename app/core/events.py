@@ -207,9 +207,11 @@ class SqlEventLog:
                 if conn.dialect.name == "postgresql":
                     # Keys from a sequence may commit out of order; one writer at a time.
                     conn.execute(sa.text(f"LOCK TABLE {t.name} IN EXCLUSIVE MODE"))
-                new_id = conn.execute(
+                inserted = conn.execute(
                     t.insert().values(at=_now().timestamp(), document=document)
-                ).inserted_primary_key[0]
+                ).inserted_primary_key
+                assert inserted is not None
+                new_id = inserted[0]
                 self._appends += 1
                 if self._appends % 100 == 0:
                     conn.execute(t.delete().where(

@@ -21,11 +21,13 @@ or ``close`` stays ``merged``. Only a new job starts a record's life again.
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import json
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
+from functools import partial
 from typing import Any, Protocol
 
 import redis
@@ -307,10 +309,10 @@ class RequestStore(Protocol):
         state changed. ``(current, False)`` when the step changed nothing."""
 
     def list(self, *, state: str | None = None, cloud_id: str | None = None,
-             resource_type: str | None = None, limit: int = 100) -> list[RequestRecord]:
+             resource_type: str | None = None, limit: int = 100) -> builtins.list[RequestRecord]:
         """Records, most recently changed first."""
 
-    def due(self, limit: int) -> list[RequestRecord]:
+    def due(self, limit: int) -> builtins.list[RequestRecord]:
         """Up to ``limit`` records in ``RECONCILE_STATES``, least recently checked first;
         each returned one counts as checked now."""
 
@@ -387,9 +389,9 @@ class RedisRequestStore:
             raise DatabaseUnavailable(f"request store unavailable: {e}") from e
 
     def list(self, *, state: str | None = None, cloud_id: str | None = None,
-             resource_type: str | None = None, limit: int = 100) -> list[RequestRecord]:
+             resource_type: str | None = None, limit: int = 100) -> builtins.list[RequestRecord]:
         """Newest first, filtered here (records are few: one per APEX request)."""
-        out: list[RequestRecord] = []
+        out: builtins.list[RequestRecord] = []
         for record in self._newest():
             if (state and record.state != state) or (cloud_id and record.cloud_id != cloud_id) \
                     or (resource_type and record.resource_type != resource_type):
@@ -409,7 +411,7 @@ class RedisRequestStore:
             yield from (RequestRecord.from_json(r) for r in raws if r)
             start += page
 
-    def due(self, limit: int) -> list[RequestRecord]:
+    def due(self, limit: int) -> builtins.list[RequestRecord]:
         """The least recently checked first; each gets checked-at now."""
         keys = [_text(k) for k in self._call(self.client.zrange, self._due, 0, limit - 1)]
         if not keys:
@@ -501,21 +503,21 @@ class SqlRequestStore:
                 row = {"state": record.state, "cloud_id": record.cloud_id,
                        "resource_type": record.resource_type, "updated_at": record.updated_at,
                        "document": record.to_json()}
+                statement: sa.Insert | sa.Update
                 if current is None:
-                    try:
-                        self._do(lambda c: c.execute(t.insert().values(key=key, checked_at=0.0,
-                                                                       **row)))
-                    except sa_exc.IntegrityError:
-                        continue
-                    return record, changed
-                old = current.to_json()
-                done = self._do(lambda c: c.execute(
-                    t.update().where(t.c.key == key, t.c.document == old).values(**row)).rowcount)
+                    statement = t.insert().values(key=key, checked_at=0.0, **row)
+                else:
+                    statement = t.update().where(
+                        t.c.key == key, t.c.document == current.to_json()).values(**row)
+                try:
+                    done = self._do(partial(_rowcount, statement))
+                except sa_exc.IntegrityError:
+                    continue  # inserted by someone else meanwhile: step on theirs
                 if done:
                     return record, changed
 
     def list(self, *, state: str | None = None, cloud_id: str | None = None,
-             resource_type: str | None = None, limit: int = 100) -> list[RequestRecord]:
+             resource_type: str | None = None, limit: int = 100) -> builtins.list[RequestRecord]:
         """SELECT, newest change first."""
         t = self.table
         query = sa.select(t.c.document).order_by(t.c.updated_at.desc()).limit(limit)
@@ -526,13 +528,13 @@ class SqlRequestStore:
         docs = self._do(lambda c: c.execute(query).scalars().all())
         return [RequestRecord.from_json(d) for d in docs]
 
-    def due(self, limit: int) -> list[RequestRecord]:
+    def due(self, limit: int) -> builtins.list[RequestRecord]:
         """The least recently checked first; each gets checked-at now."""
         t = self.table
         query = (sa.select(t.c.key, t.c.document).where(t.c.state.in_(RECONCILE_STATES))
                  .order_by(t.c.checked_at).limit(limit))
 
-        def pick(conn: sa.Connection) -> list[RequestRecord]:
+        def pick(conn: sa.Connection) -> builtins.list[RequestRecord]:
             rows = conn.execute(query).all()
             now = dt.datetime.now(dt.UTC).timestamp()
             if rows:
@@ -540,7 +542,7 @@ class SqlRequestStore:
                              .values(checked_at=now))
             return [RequestRecord.from_json(r[1]) for r in rows]
 
-        records: list[RequestRecord] = self._do(pick)
+        records: builtins.list[RequestRecord] = self._do(pick)
         return records
 
     def link(self, alias: str, key: str) -> None:
@@ -576,6 +578,10 @@ class SqlRequestStore:
         """DELETE the claim."""
         d = self.deliveries
         self._do(lambda c: c.execute(d.delete().where(d.c.delivery == delivery)))
+
+
+def _rowcount(statement: Any, conn: sa.Connection) -> int:
+    return int(conn.execute(statement).rowcount)
 
 
 def request_store_from_url(url: str, *, prefix: str = "tfgen") -> RequestStore:

@@ -18,7 +18,7 @@ from app.core.reconcile import Reconciler
 from app.core.requests import RedisRequestStore
 from tests.conftest import RUN_ID
 from tests.stubs.fixtures import ALICE, PROJECT
-from tests.stubs.fixtures import gitlab_stub as gitlab_stub  # noqa: F401 - fixture
+from tests.stubs.fixtures import gitlab_stub as gitlab_stub
 from tests.stubs.gitlab_server import P_MR, P_PIPELINES, GitLabStub
 
 
@@ -42,7 +42,8 @@ def seed(lifecycle: Lifecycle, stub: GitLabStub, request_id: int) -> int:
               "commit": {"sha": mr["sha"]}, "remote": f"{stub.url}/{PROJECT}"}
     for status in ("STARTED", "SUCCESS"):
         lifecycle.job_changed(JobRecord(
-            uuid=f"job-{request_id}", owner="alice", status=status, started_at="2026-01-01T00:00:00Z",
+            uuid=f"job-{request_id}", owner="alice", status=status,
+            started_at="2026-01-01T00:00:00Z",
             request={"cloud_id": "aws", "resource_type": "rds", "request_id": request_id,
                      "dry_run": False}, result=result if status == "SUCCESS" else None))
     return int(mr["iid"])

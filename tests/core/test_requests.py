@@ -121,7 +121,7 @@ def test_a_late_or_replayed_event_never_moves_backwards(lifecycle: Lifecycle) ->
 def test_events_for_other_merge_requests_and_commits_are_ignored(lifecycle: Lifecycle) -> None:
     lifecycle.job_changed(job("STARTED"))
     lifecycle.job_changed(job("SUCCESS"))
-    assert mr_event(lifecycle, "merge", iid=8, sha="x" * 40) is None or state(lifecycle) == "mr_open"
+    mr_event(lifecycle, "merge", iid=8, sha="x" * 40)  # not the request's merge request
     assert state(lifecycle) == "mr_open"
     from app.core.gitlab_events import apply
 

@@ -163,7 +163,7 @@ class Delivery:
             headers["X-Gitlab-Token"] = token
         req = urllib.request.Request(self.url, data=self.body, headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as answer:  # noqa: S310 - loopback
+            with urllib.request.urlopen(req, timeout=timeout) as answer:
                 return int(answer.status)
         except urllib.error.HTTPError as e:
             return int(e.code)
