@@ -21,19 +21,11 @@ from app import create_app
 from app.core.jobs import JobRecord
 from tests.conftest import Stack, Worker
 from tests.stubs.gitlab_server import Delivery, GitLabStub
-from tests.test_gitlab_jobs import ALICE, CAROL, LIVE, SERVICE, gitlab_env
+from tests.test_gitlab_jobs import LIVE, gitlab_env
+from tests.test_gitlab_jobs import gitlab as gitlab  # the same GitLab, users and projects
 
 SECRET = "whs-0123456789abcdef-not-real"
 BRANCH = "feature/aws-rds-orders-db"
-
-
-@pytest.fixture(scope="module")
-def gitlab() -> Iterator[GitLabStub]:
-    with GitLabStub(seed=11) as stub:
-        for name, token in (("alice", ALICE), ("carol", CAROL), ("tfgen-bot", SERVICE)):
-            stub.add_user(name, token)
-        stub.add_project(LIVE, members={"alice": "developer", "tfgen-bot": "developer"})
-        yield stub
 
 
 @pytest.fixture(scope="module")

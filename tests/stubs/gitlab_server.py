@@ -683,27 +683,24 @@ class GitLabStub:
     def close(self, path: str, iid: int, *, user: str = "alice", send: bool = True
               ) -> list[Delivery]:
         """Close MR ``iid`` and send its "close" event."""
-        with self._lock:
-            project = self.project(path)
-            mr = self._mr(project, iid)
-            mr.update(state="closed", closed_at=_iso(time.time()), updated_at=_iso(time.time()))
-        return self._hook("merge_requests", self._mr_payload(project, mr, "close", user), send)
+        return self.mr_event(path, iid, "close", user=user, send=send,
+                             change={"state": "closed", "closed_at": _iso(time.time())})
 
     def reopen(self, path: str, iid: int, *, user: str = "alice", send: bool = True
                ) -> list[Delivery]:
         """Reopen MR ``iid`` and send its "reopen" event."""
-        with self._lock:
-            project = self.project(path)
-            mr = self._mr(project, iid)
-            mr.update(state="opened", closed_at=None, updated_at=_iso(time.time()))
-        return self._hook("merge_requests", self._mr_payload(project, mr, "reopen", user), send)
+        return self.mr_event(path, iid, "reopen", user=user, send=send,
+                             change={"state": "opened", "closed_at": None})
 
     def mr_event(self, path: str, iid: int, action: str, *, user: str = "alice",
-                 send: bool = True) -> list[Delivery]:
-        """Send an event about MR ``iid`` as it is now (``update``, ``approved``, ...)."""
+                 send: bool = True, change: Mapping[str, Any] | None = None) -> list[Delivery]:
+        """Apply ``change`` to MR ``iid`` (none: as it is) and send an ``action`` event
+        about it (``update``, ``approved``, ...)."""
         with self._lock:
             project = self.project(path)
             mr = self._mr(project, iid)
+            if change:
+                mr.update(change, updated_at=_iso(time.time()))
         return self._hook("merge_requests", self._mr_payload(project, mr, action, user), send)
 
     def run_pipeline(self, path: str, ref: str, sha: str, status: str, *,
