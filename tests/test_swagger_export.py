@@ -12,7 +12,9 @@ from app import create_app
 from app.cli import DEFAULT_SPEC
 
 DOCUMENTED_PATHS = {"/terraform/generate", "/terraform/templates", "/uuid/{job_uuid}", "/jobs",
-                    "/waivers", "/waivers/{waiver_id}"}
+                    "/waivers", "/waivers/{waiver_id}",
+                    "/requests", "/requests/{cloud_id}/{resource_type}/{request_id}",
+                    "/events", "/hooks/gitlab"}
 
 
 @pytest.fixture

@@ -32,6 +32,7 @@ from app.errors import BadRequest, DatabaseUnavailable
 
 __all__ = [
     "EventLog",
+    "sql_engine",
     "RedisEventLog",
     "SqlEventLog",
     "event_log_from_url",
@@ -103,6 +104,13 @@ def read_events(
         if left <= 0:
             return out, cursor or log.zero
         log.wait(cursor or log.zero, left)
+
+
+def sql_engine(url: str) -> sa.Engine:
+    """An engine for the embedded stores. On SQLite, several processes (gunicorn workers,
+    Celery children) write one file: wait up to 30 s for its lock instead of 5."""
+    connect_args = {"timeout": 30} if url.startswith("sqlite") else {}
+    return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
 
 
 def _now() -> dt.datetime:
@@ -179,7 +187,7 @@ class SqlEventLog:
 
     def __init__(self, url: str, *, table: str = "tfgen_event", max_len: int = 100000,
                  max_age: int = 30 * 86400, poll_interval: float = 0.1) -> None:
-        self.engine = sa.create_engine(url, pool_pre_ping=True)
+        self.engine = sql_engine(url)
         self.max_len = max_len
         self.max_age = max_age
         self.poll_interval = poll_interval

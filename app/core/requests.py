@@ -34,6 +34,7 @@ import redis
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
+from app.core.events import sql_engine
 from app.errors import DatabaseUnavailable
 
 __all__ = [
@@ -448,7 +449,7 @@ class SqlRequestStore:
     """Records, aliases and delivery claims in SQL tables: the embedded default."""
 
     def __init__(self, url: str, *, table: str = "tfgen_request") -> None:
-        self.engine = sa.create_engine(url, pool_pre_ping=True)
+        self.engine = sql_engine(url)
         meta = sa.MetaData()
         self.table = sa.Table(
             table, meta,
