@@ -32,11 +32,11 @@ from app.errors import BadRequest, DatabaseUnavailable
 
 __all__ = [
     "EventLog",
-    "sql_engine",
     "RedisEventLog",
     "SqlEventLog",
     "event_log_from_url",
     "read_events",
+    "sql_engine",
 ]
 
 # One read looks at no more than this many entries a caller may not see before it
