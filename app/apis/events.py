@@ -5,13 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from flask import request
-from flask_restx import Namespace, Resource, fields
+from flask_restx import Namespace, Resource, fields, inputs, reqparse
 
 from app.apis.generate import error, services
 from app.auth import can_see, current_principal
-from app.core.events import read_events
-from app.errors import BadRequest
+from app.core.events import CURSOR, read_events
 
 ns = Namespace("events", description="The feed of job and request changes", path="/")
 
@@ -36,35 +34,32 @@ page = ns.model("Events", {
 })
 
 
-def _number(name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        raise BadRequest(f"{name} must be an integer from {low} to {high}",
-                         details={"errors": {name: f"an integer from {low} to {high}"}})
-    return int(raw)
+feed_args = reqparse.RequestParser(bundle_errors=True)
+feed_args.add_argument("after", type=inputs.regex(CURSOR), location="args",
+                       help="Cursor of the last event seen (absent: the oldest kept)")
+feed_args.add_argument("limit", type=inputs.int_range(1, 500), default=100, location="args",
+                       help="At most this many (1-500, default 100)")
+feed_args.add_argument("wait", type=inputs.int_range(0, MAX_WAIT), default=0, location="args",
+                       help="Seconds to hold the answer open until an event arrives (0-25)")
 
 
 @ns.route("/events")
 class Events(Resource):
     """The event feed."""
 
-    @ns.doc(params={"after": "Cursor of the last event seen (absent: the oldest kept)",
-                    "limit": "At most this many (1-500, default 100)",
-                    "wait": "Seconds to hold the answer open until an event arrives (0-25)"})
+    @ns.expect(feed_args, validate=True)
     @ns.response(200, "Events after the cursor that the caller may see", page)
     @ns.response(400, "Bad cursor, limit or wait", error)
     def get(self) -> dict[str, Any]:
         """Return the events after `after`; with `wait`, hold on until one arrives."""
-        limit = _number("limit", 100, 1, 500)
-        wait = _number("wait", 0, 0, MAX_WAIT)
+        args = feed_args.parse_args(strict=True)
+        limit, wait = args["limit"], args["wait"]
         principal = current_principal()
 
         def visible(event: Mapping[str, Any]) -> bool:
             owners = (event.get("data") or {}).get("owners") or ()
             return can_see(principal, str(event.get("owner"))) or principal.username in owners
 
-        events, cursor = read_events(services().events, after=request.args.get("after") or None,
+        events, cursor = read_events(services().events, after=args["after"] or None,
                                      limit=limit, wait=wait, visible=visible)
         return {"events": events, "next": cursor}

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from flask import request
-from flask_restx import Namespace, Resource, fields
+from flask_restx import Namespace, Resource, fields, inputs, reqparse
 
 from app.apis.generate import IDENT, error, services
 from app.auth import Principal, current_principal
 from app.core.requests import STATES, RequestRecord, request_key
-from app.errors import BadRequest, NotFound
+from app.errors import NotFound
 
 ns = Namespace("requests", description="Request records: merge request, merge, pipeline",
                path="/")
@@ -55,26 +53,28 @@ class Request(Resource):
         return record.document()
 
 
+list_args = reqparse.RequestParser(bundle_errors=True)
+list_args.add_argument("state", choices=STATES, location="args", help="Only this state")
+list_args.add_argument("cloud_id", type=inputs.regex(IDENT), location="args",
+                       help="Only this cloud")
+list_args.add_argument("resource_type", type=inputs.regex(IDENT), location="args",
+                       help="Only this resource type")
+list_args.add_argument("limit", type=inputs.int_range(1, 500), default=100, location="args",
+                       help="How many (default 100, at most 500)")
+
+
 @ns.route("/requests")
 class Requests(Resource):
     """The caller's requests."""
 
-    @ns.doc(params={"state": f"One of {', '.join(STATES)}", "cloud_id": "Filter",
-                    "resource_type": "Filter", "limit": "How many (default 100, at most 500)"})
+    @ns.expect(list_args, validate=True)
     @ns.response(200, "Visible request records, most recently changed first", [request_document])
-    @ns.response(400, "Unknown state", error)
+    @ns.response(400, "Unknown state, or a filter that is no identifier", error)
     def get(self) -> list[dict[str, Any]]:
         """List the request records the caller may see, newest first."""
-        state = request.args.get("state") or None
-        if state is not None and state not in STATES:
-            raise BadRequest(f"state must be one of {', '.join(STATES)}",
-                             details={"errors": {"state": "unknown state"}})
-        filters = {k: request.args.get(k) or None for k in ("cloud_id", "resource_type")}
-        for name, value in filters.items():
-            if value is not None and not re.match(IDENT, value):
-                raise BadRequest(f"{name} is not an identifier",
-                                 details={"errors": {name: "not an identifier"}})
-        limit = max(1, min(request.args.get("limit", 100, type=int) or 100, 500))
+        args = list_args.parse_args(strict=True)
+        state, limit = args["state"], args["limit"]
+        filters = {k: args[k] or None for k in ("cloud_id", "resource_type")}
         principal = current_principal()
         out: list[dict[str, Any]] = []
         # Filter after reading: ask for more than the page, visibility drops some.

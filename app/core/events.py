@@ -31,6 +31,8 @@ from sqlalchemy import exc as sa_exc
 from app.errors import BadRequest, DatabaseUnavailable
 
 __all__ = [
+    "CURSOR",
+    "BadCursor",
     "EventLog",
     "RedisEventLog",
     "SqlEventLog",
@@ -38,6 +40,22 @@ __all__ = [
     "read_events",
     "sql_engine",
 ]
+
+#: Every cursor, on either store: ``<n>-<n>`` (a Redis Stream entry ID; the SQL store
+#: writes its key as ``<key>-0``), so that one pattern documents the feed.
+CURSOR = r"^[0-9]{1,19}-[0-9]{1,19}$"
+_CURSOR = re.compile(CURSOR)
+
+
+class BadCursor(BadRequest):
+    """``after`` is not a cursor of this feed."""
+
+    code = "VALIDATION_ERROR"
+
+    def __init__(self) -> None:
+        super().__init__("after is not a cursor of this feed",
+                         details={"errors": {"after": "not a cursor of this feed"}})
+
 
 # One read looks at no more than this many entries a caller may not see before it
 # answers (with an advanced cursor): a foreign-heavy log cannot hold a request forever.
@@ -119,9 +137,6 @@ def _now() -> dt.datetime:
 
 # --- Redis Streams -----------------------------------------------------------------------
 
-_STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
-
-
 class RedisEventLog:
     """The event log as one Redis Stream, capped by ``max_len`` entries and ``max_age`` s."""
 
@@ -164,9 +179,8 @@ class RedisEventLog:
 
     def check_cursor(self, cursor: str) -> str:
         """A Redis Stream entry ID, ``<ms>-<seq>``."""
-        if not _STREAM_ID.match(cursor):
-            raise BadRequest("after is not a cursor of this feed",
-                             details={"errors": {"after": "not a cursor of this feed"}})
+        if not _CURSOR.match(cursor):
+            raise BadCursor()
         return cursor
 
     @staticmethod
@@ -183,7 +197,7 @@ class RedisEventLog:
 class SqlEventLog:
     """The event log in one SQL table with an increasing key: the embedded default."""
 
-    zero = "0"
+    zero = "0-0"
 
     def __init__(self, url: str, *, table: str = "tfgen_event", max_len: int = 100000,
                  max_age: int = 30 * 86400, poll_interval: float = 0.1) -> None:
@@ -227,14 +241,14 @@ class SqlEventLog:
                                t.c.at < _now().timestamp() - self.max_age)))
         except sa_exc.OperationalError as e:
             raise DatabaseUnavailable(f"event log unavailable: {e}") from e
-        return str(new_id)
+        return f"{new_id}-0"
 
     def scan(self, after: str | None, count: int) -> list[dict[str, Any]]:
         """Rows with a key above ``after``, in key order."""
         t = self.table
         query = sa.select(t.c.id, t.c.document).order_by(t.c.id).limit(count)
         if after:
-            query = query.where(t.c.id > int(after))
+            query = query.where(t.c.id > int(after.split("-", 1)[0]))
         try:
             with self.engine.connect() as conn:
                 rows = conn.execute(query).all()
@@ -243,7 +257,7 @@ class SqlEventLog:
         out = []
         for row_id, document in rows:
             event: dict[str, Any] = json.loads(document)
-            event["id"] = str(row_id)
+            event["id"] = f"{row_id}-0"
             out.append(event)
         return out
 
@@ -256,10 +270,9 @@ class SqlEventLog:
             time.sleep(min(self.poll_interval, max(0.0, deadline - time.monotonic())))
 
     def check_cursor(self, cursor: str) -> str:
-        """A decimal integer."""
-        if not cursor.isdigit() or len(cursor) > 19:
-            raise BadRequest("after is not a cursor of this feed",
-                             details={"errors": {"after": "not a cursor of this feed"}})
+        """``<key>-<n>``, as this store writes them (``<key>-0``)."""
+        if not _CURSOR.match(cursor) or int(cursor.split("-", 1)[0]) >= 2**63:
+            raise BadCursor()
         return cursor
 
 
