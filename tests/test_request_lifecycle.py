@@ -235,3 +235,24 @@ def test_feed_parameters_are_checked(life: Stack) -> None:
     listed = life.client.get("/api/v1/requests?state=merged", headers=life.auth())
     assert listed.status_code == 200 and all(r["state"] == "merged" for r in listed.json)
     assert life.client.get("/api/v1/requests?state=nope", headers=life.auth()).status_code == 400
+
+
+def test_the_cancel_path_feeds_the_same_hook(idle_stack: Stack, pg_stack: Stack) -> None:
+    # Canceled while queued (the API ends it): the event, and no request record.
+    queued = idle_stack.submit({"cloud_id": "aws", "resource_type": "rds", "request_id": 42})
+    assert idle_stack.delete(queued.json["uuid"]).status_code == 202
+    feed = [e for e in all_events(idle_stack) if e["job_uuid"] == queued.json["uuid"]]
+    assert [(e["type"], e["data"]["error"]["code"]) for e in feed] == [
+        ("job.canceled", "CANCELED")]
+    assert request_doc(idle_stack, "aws/rds/42").status_code == 404
+
+    # Canceled while running (the worker ends it at the next stage): the request failed.
+    job = pg_stack.submit({"cloud_id": "aws", "resource_type": "slowdb", "request_id": 21})
+    pg_stack.wait(job.json["uuid"], until=lambda d: d["status"] in {"STARTED", "PROGRESS"})
+    assert pg_stack.delete(job.json["uuid"]).status_code == 202
+    assert pg_stack.wait(job.json["uuid"])["status"] == "REVOKED"
+    kinds = [e["type"] for e in all_events(pg_stack) if e["request_id"] == 21
+             and e["resource_type"] == "slowdb"]
+    assert kinds == ["job.started", "request.generating", "job.canceled", "request.failed"]
+    record = request_doc(pg_stack, "aws/slowdb/21").json
+    assert record["state"] == "failed" and "CANCELED" in record["history"][-1]["detail"]

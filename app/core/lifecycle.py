@@ -83,14 +83,19 @@ class Lifecycle:
     def request_step(self, key: str, step: Step, *, source: str,
                      job_uuid: str | None = None) -> RequestRecord | None:
         """Apply ``step`` to the record ``key``; append ``request.<state>`` if it moved."""
-        before = self.requests.get(key)
-        record, changed = self.requests.update(key, step)
+        seen: dict[str, str | None] = {}
+
+        def noting_previous(current: RequestRecord | None) -> Any:
+            seen["previous"] = current.state if current else None  # the winning try's
+            return step(current)
+
+        record, changed = self.requests.update(key, noting_previous)
         if record is None:
             return None
         self._link(record)
         if changed:
             last = record.history[-1] if record.history else {}
-            data = {"state": record.state, "previous": before.state if before else None,
+            data = {"state": record.state, "previous": seen.get("previous"),
                     "source": source, "detail": last.get("detail"),
                     "merge_request": record.merge_request, "branch": record.branch,
                     "owners": record.owners}

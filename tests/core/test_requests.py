@@ -95,6 +95,8 @@ def test_job_then_merge_then_pipeline_walks_every_state_once(lifecycle: Lifecycl
     kinds = [e["type"] for e in events]
     assert kinds == ["job.started", "request.generating", "job.succeeded", "request.mr_open",
                      "request.closed", "request.mr_open", "request.merged", "request.applied"]
+    assert [e["data"]["previous"] for e in events if e["type"].startswith("request.")] == [
+        None, "generating", "mr_open", "closed", "mr_open", "merged"]
     assert [h["source"] for h in lifecycle.requests.get(KEY).history] == [  # type: ignore[union-attr]
         "job", "job", "webhook", "webhook", "webhook", "webhook"]
 
