@@ -36,6 +36,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 __all__ = [
+    "EVENTS",
+    "GITLAB_HOOKS",
     "GITLAB_REQUESTS",
     "GITLAB_RETRIES",
     "HTTP_LATENCY",
@@ -49,6 +51,7 @@ __all__ = [
     "clear_multiprocess_dir",
     "exposition",
     "multiprocess_dir",
+    "observe_event",
     "observe_gitlab",
     "register_metrics",
 ]
@@ -75,6 +78,13 @@ GITLAB_REQUESTS = Counter("tfgen_gitlab_requests_total",
 GITLAB_RETRIES = Counter("tfgen_gitlab_retries_total",
                          "GitLab requests repeated after a transient failure or a 429",
                          ["reason"])
+EVENTS = Counter("tfgen_events_total",
+                 "Events appended to the feed, by type (job.*, request.*); "
+                 "lifecycle.hook_failed: a change whose event could not be written",
+                 ["type"])
+GITLAB_HOOKS = Counter("tfgen_gitlab_hooks_total",
+                       "GitLab webhook deliveries answered 202, by event and outcome "
+                       "(queued, duplicate, ignored)", ["event", "outcome"])
 
 
 def multiprocess_dir() -> str | None:
@@ -113,6 +123,11 @@ def observe_gitlab(event: str, detail: str) -> None:
         GITLAB_REQUESTS.labels(detail).inc()
     elif event == "retry":
         GITLAB_RETRIES.labels(detail).inc()
+
+
+def observe_event(kind: str) -> None:
+    """The lifecycle hook's observer: one event of type ``kind`` was appended."""
+    EVENTS.labels(kind).inc()
 
 
 class StageTimer:

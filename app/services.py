@@ -27,7 +27,7 @@ from app.core.requests import RequestStore, request_store_from_url
 from app.core.store import ApexStore, StoreSettings
 from app.core.validate import Validator
 from app.core.waivers import WaiverStore, waiver_store_from_url
-from app.metrics import observe_gitlab
+from app.metrics import observe_event, observe_gitlab
 
 __all__ = ["Services"]
 
@@ -70,7 +70,7 @@ class Services:
         """The one hook every job and request change goes through."""
         return Lifecycle(self.events, self.requests,
                          target_branch=self.config["GITLAB_TARGET_BRANCH"],
-                         gitlab_url=self.config.get("GITLAB_URL"))
+                         gitlab_url=self.config.get("GITLAB_URL"), observer=observe_event)
 
     @cached_property
     def waivers(self) -> WaiverStore:

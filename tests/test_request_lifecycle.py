@@ -23,6 +23,7 @@ from tests.conftest import Stack, Worker
 from tests.stubs.gitlab_server import Delivery, GitLabStub
 from tests.test_gitlab_jobs import LIVE, gitlab_env
 from tests.test_gitlab_jobs import gitlab as gitlab  # the same GitLab, users and projects
+from tests.test_metrics import value
 
 SECRET = "whs-0123456789abcdef-not-real"
 BRANCH = "feature/aws-rds-orders-db"
@@ -155,11 +156,14 @@ def test_duplicates_unknown_branches_and_late_events_change_nothing(
     # GitLab's retry of the same event (same Idempotency-Key), and an old GitLab that
     # sends only X-Gitlab-Event-UUID: both accepted, neither applied again.
     life_client = life.app.test_client()
+    duplicates = value("tfgen_gitlab_hooks_total", event="merge_request", outcome="duplicate")
     again = life_client.post("/api/v1/hooks/gitlab", data=merge.body, headers=dict(merge.headers))
     assert again.status_code == 202 and again.json == {"status": "duplicate"}
     old = {k: v for k, v in merge.headers.items() if k != "Idempotency-Key"}
     again = life_client.post("/api/v1/hooks/gitlab", data=merge.body, headers=old)
     assert again.status_code == 202 and again.json == {"status": "duplicate"}
+    assert value("tfgen_gitlab_hooks_total", event="merge_request",
+                 outcome="duplicate") == duplicates + 2
 
     # Late: the update GitLab sent before the merge arrives now; and a close.
     assert early_update.send() == 202
@@ -239,8 +243,10 @@ def test_feed_parameters_are_checked(life: Stack) -> None:
 
 def test_the_cancel_path_feeds_the_same_hook(idle_stack: Stack, pg_stack: Stack) -> None:
     # Canceled while queued (the API ends it): the event, and no request record.
+    canceled = value("tfgen_events_total", type="job.canceled")
     queued = idle_stack.submit({"cloud_id": "aws", "resource_type": "rds", "request_id": 42})
     assert idle_stack.delete(queued.json["uuid"]).status_code == 202
+    assert value("tfgen_events_total", type="job.canceled") == canceled + 1
     feed = [e for e in all_events(idle_stack) if e["job_uuid"] == queued.json["uuid"]]
     assert [(e["type"], e["data"]["error"]["code"]) for e in feed] == [
         ("job.canceled", "CANCELED")]

@@ -15,6 +15,7 @@ from app.apis.generate import error, services
 from app.core import gitlab_events
 from app.errors import ApiError, BadRequest, NotFound, QueueUnavailable, Unauthorized
 from app.logs import get_logger
+from app.metrics import GITLAB_HOOKS
 
 ns = Namespace("hooks", description="Webhooks from GitLab (secret in X-Gitlab-Token)",
                path="/")
@@ -88,6 +89,7 @@ class GitLabHook(Resource):
         event = gitlab_events.parse(event_name, payload)
         if event is None:
             log.info("hook.ignored", gitlab_event=event_name[:64])
+            GITLAB_HOOKS.labels("other", "ignored").inc()
             return {"status": "ignored"}, 202
         svc = services()
         if event["kind"] == "merge_request" and svc.requests.resolve(
@@ -95,10 +97,12 @@ class GitLabHook(Resource):
             # Not a branch of tfgen's. (A pipeline's merge commit may become known a moment
             # after its event arrives, so pipelines are always left to the worker.)
             log.info("hook.ignored", gitlab_event=event_name, reason="branch tfgen did not make")
+            GITLAB_HOOKS.labels(event["kind"], "ignored").inc()
             return {"status": "ignored"}, 202
         delivery = _delivery_id()
         if delivery and not svc.requests.claim_delivery(delivery, DELIVERY_TTL):
             log.info("hook.duplicate", gitlab_event=event_name)
+            GITLAB_HOOKS.labels(event["kind"], "duplicate").inc()
             return {"status": "duplicate"}, 202
         try:
             celery = current_app.extensions["celery"]
@@ -109,4 +113,5 @@ class GitLabHook(Resource):
                 svc.requests.release_delivery(delivery)
             raise QueueUnavailable("queue unavailable; GitLab will deliver again") from e
         log.info("hook.queued", gitlab_event=event_name, kind=event["kind"])
+        GITLAB_HOOKS.labels(event["kind"], "queued").inc()
         return {"status": "queued"}, 202

@@ -14,7 +14,7 @@ Events (``app/core/events.py``) are written here and nowhere else.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -38,11 +38,15 @@ class Lifecycle:
         requests: The request store.
         target_branch: The branch merge requests and git branches aim at.
         gitlab_url: GitLab's base URL, to name a project by its path.
+        observer: Told the type of each event appended, and ``lifecycle.hook_failed``
+            (metrics).
     """
 
     def __init__(self, events: EventLog, requests: RequestStore, *, target_branch: str = "main",
-                 gitlab_url: str | None = None) -> None:
+                 gitlab_url: str | None = None,
+                 observer: Callable[[str], None] = lambda kind: None) -> None:
         self.events = events
+        self.observer = observer
         self.requests = requests
         self.target_branch = target_branch
         self.gitlab_url = (gitlab_url or "").rstrip("/")
@@ -122,6 +126,7 @@ class Lifecycle:
             "cloud_id": request["cloud_id"], "resource_type": request["resource_type"],
             "request_id": request["request_id"], "job_uuid": job_uuid, "data": dict(data),
         })
+        self.observer(kind)
 
 
 class HookedJobStore:
@@ -161,6 +166,7 @@ class HookedJobStore:
                 self.lifecycle.job_changed(record)
             except Exception:
                 log.exception("lifecycle.hook_failed: job %s %s", uuid, record.status)
+                self.lifecycle.observer("lifecycle.hook_failed")
         return record
 
     def list(self, owner: str | None, limit: int = 50) -> list[JobRecord]:
