@@ -20,6 +20,8 @@ __all__ = ["MAX_JWKS_BYTES", "AuthUnavailable", "JwksCache", "KeySource", "Stati
 log = logging.getLogger(__name__)
 
 MAX_JWKS_BYTES = 512 * 1024
+#: Seconds between refetches caused by a ``kid`` missing from the cached set.
+UNKNOWN_KID_REFETCH_INTERVAL = 5.0
 
 
 class AuthUnavailable(ApiError):
@@ -58,9 +60,11 @@ class JwksCache:
 
     - The set is cached ``ttl`` seconds, then refetched on the next use.
     - A ``kid`` missing from the cache triggers one refetch (the IdP may have rotated
-      keys), but at most one such refetch per ``cooldown`` seconds: a flood of tokens with
-      bogus kids costs at most one fetch per cool-down. A failed fetch also waits a
-      cool-down before the next try, and stale keys keep serving meanwhile.
+      keys), but at most one such refetch per ``refetch_interval`` seconds (a few, per
+      process): a flood of tokens with bogus kids costs one fetch per interval, and a
+      bogus kid cannot hold back a real rotation for longer than that interval.
+    - A failed fetch waits ``cooldown`` seconds before the next try, and stale keys keep
+      serving meanwhile.
     - Each fetch has a short ``timeout`` and a size limit.
     - Only ``RSA`` keys (RS256) and ``EC`` P-256 keys (ES256) for signing are kept;
       symmetric (``oct``) keys and other algorithms in the set are ignored.
@@ -75,6 +79,7 @@ class JwksCache:
         issuer: str | None = None,
         ttl: float = 300,
         cooldown: float = 60,
+        refetch_interval: float = UNKNOWN_KID_REFETCH_INTERVAL,
         timeout: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -84,6 +89,7 @@ class JwksCache:
         self._issuer = issuer
         self._ttl = ttl
         self._cooldown = cooldown
+        self._refetch_interval = refetch_interval
         self._timeout = timeout
         self._clock = clock
         self._lock = threading.Lock()
@@ -120,7 +126,7 @@ class JwksCache:
         return None if self._keys is None else self._keys.get(kid)
 
     def _may_force(self, now: float) -> bool:
-        return self._forced_at is None or now - self._forced_at >= self._cooldown
+        return self._forced_at is None or now - self._forced_at >= self._refetch_interval
 
     def _refresh(self, now: float) -> bool:
         """Fetch the set unless a recent failure asks to wait; return whether it worked."""

@@ -13,7 +13,7 @@ from flask import Flask
 
 from app.auth import DEV_ISSUER, AuthSettings, init_auth, mint_dev_token
 from app.cli_token import token_command
-from tests.auth.conftest import bearer, make_app
+from tests.auth.conftest import PROTECTED, bearer, embedded_config, make_app, submit, whoami
 
 
 @pytest.fixture
@@ -22,8 +22,9 @@ def key_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def dev_config(key_path: Path) -> dict[str, Any]:
+def dev_config(key_path: Path, tmp_path: Path) -> dict[str, Any]:
     return {
+        **embedded_config(tmp_path),
         "APP_ENV": "dev",
         "AUTH_MODE": "dev",
         "AUTH_DEV_KEY_PATH": str(key_path),
@@ -67,16 +68,13 @@ def test_minted_token_passes_the_same_verification(dev_app: Flask) -> None:
     assert jwt.get_unverified_header(token)["alg"] == "RS256"
 
     client = dev_app.test_client()
-    response = client.get("/api/v1/whoami", headers=bearer(token))
-    assert response.status_code == 200
-    assert response.json is not None
-    assert response.json["username"] == "alice"
-    assert response.json["clouds"] == ["aws"]
-    assert response.json["roles"] == ["tfgen.on_behalf_of"]
-    submitted = client.post(
-        "/api/v1/submit", json={"cloud_id": "aws", "on_behalf_of": "bob"}, headers=bearer(token)
-    )
-    assert submitted.json == {"owner": "bob", "visible": True}
+    assert client.get(PROTECTED, headers=bearer(token)).status_code == 200
+    caller = whoami(dev_app, token)
+    assert caller["username"] == "alice"
+    assert caller["clouds"] == ["aws"]
+    assert caller["roles"] == ["tfgen.on_behalf_of"]
+    submitted = submit(client, token, "aws", on_behalf_of="bob")
+    assert submitted == (202, {"owner": "bob", "visible": True})
 
 
 def test_dev_verifier_trusts_only_the_dev_key(dev_app: Flask) -> None:
@@ -86,10 +84,10 @@ def test_dev_verifier_trusts_only_the_dev_key(dev_app: Flask) -> None:
     header = jwt.get_unverified_header(token)
     forged = jwt.encode(claims, stranger, algorithm="RS256", headers={"kid": header["kid"]})
     client = dev_app.test_client()
-    assert client.get("/api/v1/whoami", headers=bearer(forged)).status_code == 401
+    assert client.get(PROTECTED, headers=bearer(forged)).status_code == 401
     expired = mint_dev_token(dev_app, "alice", [], ttl=1)
     # Not expired yet (leeway 30 s); expiry itself is PyJWT's path, tested in test_tokens.
-    assert client.get("/api/v1/whoami", headers=bearer(expired)).status_code == 200
+    assert client.get(PROTECTED, headers=bearer(expired)).status_code == 200
 
 
 def test_cli_prints_a_working_token(dev_app: Flask) -> None:
@@ -98,10 +96,9 @@ def test_cli_prints_a_working_token(dev_app: Flask) -> None:
     )
     assert result.exit_code == 0, result.output
     token = result.output.strip()
-    response = dev_app.test_client().get("/api/v1/whoami", headers=bearer(token))
-    assert response.json is not None
-    assert response.json["groups"] == ["aws-admins", "tfgen-admins"]
-    assert response.json["is_admin"] is True
+    caller = whoami(dev_app, token)
+    assert caller["groups"] == ["aws-admins", "tfgen-admins"]
+    assert caller["is_admin"] is True
 
 
 def test_cli_and_minting_refuse_oidc_mode(app: Flask) -> None:

@@ -14,7 +14,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from app.auth import AuthSettings, AuthUnavailable, JwksCache, TokenVerifier, parse_jwks
 from app.errors import Unauthorized
-from tests.auth.conftest import bearer
+from tests.auth.conftest import PROTECTED, bearer
 from tests.stubs.idp import IdentityProvider
 
 
@@ -57,24 +57,24 @@ def test_rotated_key_is_picked_up_with_exactly_one_refetch(
     client: FlaskClient, idp: IdentityProvider
 ) -> None:
     old_token = idp.mint()
-    assert client.get("/api/v1/whoami", headers=bearer(old_token)).status_code == 200
+    assert client.get(PROTECTED, headers=bearer(old_token)).status_code == 200
     assert idp.jwks_fetches == 1
 
     idp.rotate()
     new_token = idp.mint()
-    assert client.get("/api/v1/whoami", headers=bearer(new_token)).status_code == 200
+    assert client.get(PROTECTED, headers=bearer(new_token)).status_code == 200
     assert idp.jwks_fetches == 2
-    assert client.get("/api/v1/whoami", headers=bearer(new_token)).status_code == 200
+    assert client.get(PROTECTED, headers=bearer(new_token)).status_code == 200
     assert idp.jwks_fetches == 2
 
     # The old key left the JWKS; its tokens fail and, within the cool-down, fetch nothing.
-    response = client.get("/api/v1/whoami", headers=bearer(old_token))
+    response = client.get(PROTECTED, headers=bearer(old_token))
     assert response.status_code == 401
     assert "unknown signing key" in response.headers["WWW-Authenticate"]
     assert idp.jwks_fetches == 2
 
 
-def test_flood_of_unknown_kids_fetches_once_per_cooldown(
+def test_flood_of_unknown_kids_fetches_once_per_refetch_interval(
     idp: IdentityProvider, clock: FakeClock
 ) -> None:
     verifier, _ = make_verifier(idp, clock)
@@ -85,22 +85,44 @@ def test_flood_of_unknown_kids_fetches_once_per_cooldown(
         bogus = idp.mint(headers={"kid": secrets.token_hex(8)})
         with pytest.raises(Unauthorized, match="unknown signing key"):
             verifier.verify(bogus)
-        clock.advance(1)  # 50 s: still inside the 60 s cool-down
+        clock.advance(0.09)  # 4.5 s: still inside the 5 s unknown-kid interval
     assert idp.jwks_fetches == 2
 
-    clock.advance(10)
+    clock.advance(1)
     with pytest.raises(Unauthorized):
         verifier.verify(idp.mint(headers={"kid": "bogus-again"}))
+    assert idp.jwks_fetches == 3
+    # A steady flood costs one fetch per interval, never one per token.
+    for _ in range(60):
+        with pytest.raises(Unauthorized):
+            verifier.verify(idp.mint(headers={"kid": secrets.token_hex(8)}))
+        clock.advance(1)
+    assert idp.jwks_fetches == 3 + 11  # at 5, 10, ... 55 s after "bogus-again"
+
+
+def test_rotation_after_a_bogus_kid_is_picked_up_after_the_refetch_interval(
+    idp: IdentityProvider, clock: FakeClock
+) -> None:
+    verifier, _ = make_verifier(idp, clock)
+    verifier.verify(idp.mint())
+    with pytest.raises(Unauthorized):
+        verifier.verify(idp.mint(headers={"kid": "bogus"}))
+    idp.rotate()
+    new_token = idp.mint()
+    with pytest.raises(Unauthorized, match="unknown signing key"):
+        verifier.verify(new_token)  # within the interval: no fetch for it yet
+    clock.advance(5)  # not the 60 s failure cool-down
+    assert verifier.verify(new_token).username == "alice"
     assert idp.jwks_fetches == 3
 
 
 def test_flood_through_the_app_fetches_at_most_once_more(
     client: FlaskClient, idp: IdentityProvider
 ) -> None:
-    assert client.get("/api/v1/whoami", headers=bearer(idp.mint())).status_code == 200
+    assert client.get(PROTECTED, headers=bearer(idp.mint())).status_code == 200
     for n in range(30):
         token = idp.mint(headers={"kid": f"bogus-{n}"})
-        assert client.get("/api/v1/whoami", headers=bearer(token)).status_code == 401
+        assert client.get(PROTECTED, headers=bearer(token)).status_code == 401
     assert idp.jwks_fetches == 2
 
 
@@ -167,7 +189,7 @@ def test_no_keys_at_all_is_503_not_401(idp: IdentityProvider, clock: FakeClock) 
 
 def test_no_keys_answers_503_through_the_app(client: FlaskClient, idp: IdentityProvider) -> None:
     idp.jwks_status = 502
-    response = client.get("/api/v1/whoami", headers=bearer(idp.mint()))
+    response = client.get(PROTECTED, headers=bearer(idp.mint()))
     assert response.status_code == 503
     assert response.json is not None and response.json["code"] == "AUTH_UNAVAILABLE"
 

@@ -7,7 +7,7 @@ import logging
 import pytest
 from flask.testing import FlaskClient
 
-from tests.auth.conftest import bearer
+from tests.auth.conftest import PROTECTED, bearer
 from tests.stubs.idp import IdentityProvider
 
 
@@ -25,12 +25,12 @@ def test_rejected_tokens_never_appear_in_logs_or_answers(
     ]
     answers = []
     for token in tokens:
-        response = client.get("/api/v1/whoami", headers=bearer(token))
+        response = client.get(PROTECTED, headers=bearer(token))
         assert response.status_code == 401
         answers.append(response.get_data(as_text=True) + str(response.headers))
     idp.jwks_status = 503
     outage_token = idp.mint(headers={"kid": "after-outage"})
-    assert client.get("/api/v1/whoami", headers=bearer(outage_token)).status_code == 401
+    assert client.get(PROTECTED, headers=bearer(outage_token)).status_code == 401
     tokens.append(outage_token)
 
     assert "bearer token rejected" in caplog.text  # failures are logged...

@@ -1,4 +1,5 @@
-"""Cloud permissions, on_behalf_of and job visibility: through the app and as functions."""
+"""Cloud permissions, on_behalf_of and job visibility: through the real generate route
+and as functions."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from flask.testing import FlaskClient
 
 from app.auth import ON_BEHALF_OF_ROLE, Principal, can_see, require_cloud, resolve_owner
 from app.errors import Forbidden
-from tests.auth.conftest import bearer
+from tests.auth.conftest import submit
 from tests.stubs.idp import IdentityProvider
 
 
@@ -30,12 +31,6 @@ def principal(
     )
 
 
-def submit(client: FlaskClient, token: str, **body: object) -> tuple[int, dict[str, object]]:
-    response = client.post("/api/v1/submit", json=body, headers=bearer(token))
-    assert response.json is not None
-    return response.status_code, response.json
-
-
 def test_cloud_in_the_callers_groups_is_accepted(
     client: FlaskClient, idp: IdentityProvider
 ) -> None:
@@ -46,7 +41,7 @@ def test_cloud_in_the_callers_groups_is_accepted(
 def test_cloud_outside_the_callers_groups_is_403(
     client: FlaskClient, idp: IdentityProvider
 ) -> None:
-    status, body = submit(client, idp.mint(), cloud_id="gcp")
+    status, body = submit(client, idp.mint(), cloud_id="azure")
     assert status == 403
     assert body["code"] == "FORBIDDEN"
     assert "cloud_id" in body["errors"]  # type: ignore[operator]
@@ -89,7 +84,7 @@ def test_service_client_with_the_role_submits_for_the_named_user(
     token = idp.mint(
         preferred_username="service-account-apex", azp="apex", groups=["platform"], **claims
     )
-    status, body = submit(client, token, cloud_id="gcp", on_behalf_of="bob")
+    status, body = submit(client, token, cloud_id="azure", on_behalf_of="bob")
     assert (status, body) == (202, {"owner": "bob", "visible": True})
 
 
@@ -104,7 +99,7 @@ def test_cloud_check_uses_the_service_clients_own_groups(
     token = idp.mint(
         preferred_username="service-account-apex", groups=["aws-users"], roles=[ON_BEHALF_OF_ROLE]
     )
-    assert submit(client, token, cloud_id="gcp", on_behalf_of="bob")[0] == 403
+    assert submit(client, token, cloud_id="azure", on_behalf_of="bob")[0] == 403
 
 
 def test_resolve_owner_rejects_implausible_usernames() -> None:

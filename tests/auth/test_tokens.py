@@ -1,4 +1,4 @@
-"""Bearer-token verification through a protected route: what passes, what answers 401."""
+"""Bearer-token verification through the real app's routes: what passes, what answers 401."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ from typing import Any
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.auth.conftest import bearer
+from tests.auth.conftest import PROTECTED, bearer, submit, whoami
 from tests.stubs.idp import IdentityProvider
 
 INVALID_TOKEN_CHALLENGE = 'Bearer realm="tfgen", error="invalid_token", error_description="'
@@ -94,7 +95,7 @@ def test_rejected_tokens_answer_401_with_invalid_token_challenge(
     client: FlaskClient, idp: IdentityProvider, case: str
 ) -> None:
     make, reason = REJECTED[case]
-    response = client.get("/api/v1/whoami", headers=bearer(make(idp)))
+    response = client.get(PROTECTED, headers=bearer(make(idp)))
     assert response.status_code == 401
     challenge = response.headers["WWW-Authenticate"]
     assert challenge.startswith(INVALID_TOKEN_CHALLENGE)
@@ -110,15 +111,17 @@ def test_rejected_tokens_answer_401_with_invalid_token_challenge(
 def test_missing_bearer_token_answers_plain_challenge(
     client: FlaskClient, headers: dict[str, str]
 ) -> None:
-    response = client.get("/api/v1/whoami", headers=headers)
+    response = client.get(PROTECTED, headers=headers)
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"] == 'Bearer realm="tfgen"'
 
 
-def test_valid_rs256_token_names_the_caller(client: FlaskClient, idp: IdentityProvider) -> None:
-    response = client.get("/api/v1/whoami", headers=bearer(idp.mint()))
+def test_valid_rs256_token_names_the_caller(
+    app: Flask, client: FlaskClient, idp: IdentityProvider
+) -> None:
+    response = client.get(PROTECTED, headers=bearer(idp.mint()))
     assert response.status_code == 200
-    assert response.json == {
+    assert whoami(app, idp.mint()) == {
         "username": "alice",
         "groups": ["aws-users"],
         "roles": ["offline_access"],
@@ -128,15 +131,17 @@ def test_valid_rs256_token_names_the_caller(client: FlaskClient, idp: IdentityPr
     }
 
 
-def test_valid_es256_token_passes(client: FlaskClient, idp: IdentityProvider) -> None:
-    response = client.get("/api/v1/whoami", headers=bearer(idp.mint(key="ec")))
+def test_valid_es256_token_passes(
+    app: Flask, client: FlaskClient, idp: IdentityProvider
+) -> None:
+    response = client.get(PROTECTED, headers=bearer(idp.mint(key="ec")))
     assert response.status_code == 200
-    assert response.json is not None and response.json["username"] == "alice"
+    assert whoami(app, idp.mint(key="ec"))["username"] == "alice"
 
 
 def test_audience_may_be_a_list(client: FlaskClient, idp: IdentityProvider) -> None:
     token = idp.mint(aud=["account", idp.audience])
-    assert client.get("/api/v1/whoami", headers=bearer(token)).status_code == 200
+    assert client.get(PROTECTED, headers=bearer(token)).status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -156,12 +161,10 @@ def test_leeway_absorbs_small_clock_skew_only(
     now = int(time.time())
     moved: dict[str, Any] = {name: now + offset for name, offset in claims.items()}
     token = idp.mint(**moved)
-    assert client.get("/api/v1/whoami", headers=bearer(token)).status_code == status
+    assert client.get(PROTECTED, headers=bearer(token)).status_code == status
 
 
-def test_roles_come_from_realm_client_and_flat_claims(
-    client: FlaskClient, idp: IdentityProvider
-) -> None:
+def test_roles_come_from_realm_client_and_flat_claims(app: Flask, idp: IdentityProvider) -> None:
     token = idp.mint(
         realm_access={"roles": ["realm-role"]},
         resource_access={
@@ -170,24 +173,20 @@ def test_roles_come_from_realm_client_and_flat_claims(
         },
         roles=["azure-app-role"],
     )
-    response = client.get("/api/v1/whoami", headers=bearer(token))
-    assert response.json is not None
-    assert response.json["roles"] == ["azure-app-role", "client-role", "realm-role"]
+    assert whoami(app, token)["roles"] == ["azure-app-role", "client-role", "realm-role"]
 
 
-def test_full_group_paths_and_admin_group(client: FlaskClient, idp: IdentityProvider) -> None:
-    token = idp.mint(groups=["/gcp-users", "/tfgen-admins", "/team/aws-users"])
-    response = client.get("/api/v1/whoami", headers=bearer(token))
-    assert response.json is not None
-    assert response.json["groups"] == ["gcp-users", "team/aws-users", "tfgen-admins"]
-    assert response.json["is_admin"] is True
-    assert response.json["clouds"] == ["gcp"]  # 'team/aws-users' is not 'aws-users'
+def test_full_group_paths_and_admin_group(app: Flask, idp: IdentityProvider) -> None:
+    token = idp.mint(groups=["/azure-users", "/tfgen-admins", "/team/aws-users"])
+    caller = whoami(app, token)
+    assert caller["groups"] == ["azure-users", "team/aws-users", "tfgen-admins"]
+    assert caller["is_admin"] is True
+    assert caller["clouds"] == ["azure"]  # 'team/aws-users' is not 'aws-users'
 
 
 def test_principal_is_verified_once_per_request(client: FlaskClient, idp: IdentityProvider) -> None:
-    # The submit route calls current_principal() after the /api/v1 guard already did.
-    response = client.post("/api/v1/submit", json={"cloud_id": "aws"}, headers=bearer(idp.mint()))
-    assert response.status_code == 202
+    # The generate route calls current_principal() after the /api/v1 guard already did.
+    assert submit(client, idp.mint(), "aws")[0] == 202
 
 
 def test_every_api_route_is_guarded_and_others_are_not(client: FlaskClient) -> None:
@@ -197,4 +196,4 @@ def test_every_api_route_is_guarded_and_others_are_not(client: FlaskClient) -> N
     assert client.get("/health").status_code == 200
     assert client.get("/api/v1/swagger.json").status_code == 200
     assert client.get("/api/v1/docs").status_code == 200
-    assert client.options("/api/v1/whoami").status_code == 200
+    assert client.options(PROTECTED).status_code == 200
