@@ -141,7 +141,8 @@ _READS = re.compile(
     r"""(?:\(\s*(?:env|config),\s*|\.get\(\s*|setting\(\s*|environ\[\s*|_env_int\(\s*)"""
     r"""["']([A-Z][A-Z0-9_]{2,})["']""")
 _SOURCES = ["config/settings.py", "config/gunicorn_conf.py", "config/flowerconfig.py",
-            "app/auth.py", "app/services.py", "app/metrics.py", "app/core/publish/gitlab.py",
+            *(str(p.relative_to(ROOT)) for p in sorted((ROOT / "app" / "auth").glob("*.py"))),
+            "app/services.py", "app/metrics.py", "app/core/publish/gitlab.py",
             "tasks/observe.py"]
 # Flask config keys read with .get that no one sets from the environment.
 _NOT_ENV = {"CELERY", "TESTING"}
