@@ -68,18 +68,7 @@ class AuthSettings:
                 f"AUTH_MODE=dev is refused when APP_ENV={app_env}: dev signing is only for "
                 "APP_ENV=dev or test; set AUTH_MODE=oidc with OIDC_ISSUER and OIDC_AUDIENCE"
             )
-        if mode == "dev":
-            issuer = DEV_ISSUER
-            audience = _str_setting(config, "OIDC_AUDIENCE", "tfgen")
-            jwks_url = None
-        else:
-            issuer = _required(config, "OIDC_ISSUER")  # compared verbatim with `iss`
-            audience = _required(config, "OIDC_AUDIENCE")
-            jwks_url = _optional(config, "OIDC_JWKS_URL")
-            if app_env == "prod":
-                for name, url in (("OIDC_ISSUER", issuer), ("OIDC_JWKS_URL", jwks_url)):
-                    if url is not None and not url.startswith("https://"):
-                        raise ValueError(f"{name} must be an https:// URL when APP_ENV=prod")
+        issuer, audience, jwks_url = _token_source(config, mode, app_env)
         base = issuer.rstrip("/")
         return cls(
             mode=mode,
@@ -109,6 +98,22 @@ class AuthSettings:
                 config, "SWAGGER_UI_OAUTH_SCOPES", ("openid", "profile", "email")
             ),
         )
+
+
+def _token_source(
+    config: Mapping[str, Any], mode: str, app_env: str
+) -> tuple[str, str, str | None]:
+    """Return the issuer, audience and JWKS URL that tokens are checked against."""
+    if mode == "dev":
+        return DEV_ISSUER, _str_setting(config, "OIDC_AUDIENCE", "tfgen"), None
+    issuer = _required(config, "OIDC_ISSUER")  # compared verbatim with `iss`
+    audience = _required(config, "OIDC_AUDIENCE")
+    jwks_url = _optional(config, "OIDC_JWKS_URL")
+    if app_env == "prod":
+        for name, url in (("OIDC_ISSUER", issuer), ("OIDC_JWKS_URL", jwks_url)):
+            if url is not None and not url.startswith("https://"):
+                raise ValueError(f"{name} must be an https:// URL when APP_ENV=prod")
+    return issuer, audience, jwks_url
 
 
 def _optional(config: Mapping[str, Any], name: str) -> str | None:
