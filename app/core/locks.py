@@ -4,8 +4,11 @@ A lock factory is any callable ``(key) -> context manager``; the publisher holds
 lock for the whole read-decide-write sequence, so two jobs for the same branch never
 interleave and the second one sees the first one's commit.
 
-- ``RedisLocks``: across processes and hosts (Celery workers), on redis-py's ``Lock``,
-  which expires after ``timeout`` seconds so a killed worker cannot wedge a branch.
+- ``RedisLocks``: across processes and hosts (Celery workers), on redis-py's ``Lock``
+  held as a short lease (``lease`` seconds) that a thread renews while the holder
+  works. A holder that dies, or whose release fails (Redis restarting), leaves a lock
+  that expires within one lease, not after the longest publish: a stale lock cannot
+  stall a branch for minutes. ``timeout`` still bounds how long one holder may keep it.
   A lock taken for an ``owner`` (the job's UUID) is taken over at once by that same
   owner: a job re-run after its worker was killed mid-publish must not wait out the
   dead attempt's lock. Celery runs one delivery of a job at a time (the visibility
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
@@ -53,6 +57,8 @@ class _RedisLock(Protocol):
 
     def reacquire(self) -> bool: ...
 
+    def extend(self, additional_time: float, replace_ttl: bool = False) -> bool: ...
+
     def release(self) -> None: ...
 
     @property
@@ -65,10 +71,13 @@ class RedisLocks:
     Args:
         client: A ``redis.Redis`` client.
         prefix: Prepended to every key, to keep tfgen's locks apart (and tests' runs).
-        timeout: Seconds after which Redis drops a lock whose holder died. Keep it above
-            the longest publish (the publisher's retry time bound).
+        timeout: Longest time one holder keeps the lock, renewals included. Keep it
+            above the longest publish (the job's hard time limit).
         blocking_timeout: Seconds to wait for a taken lock before ``LockTimeout``.
         sleep: Seconds between attempts while waiting.
+        lease: Seconds the lock lives in Redis without a renewal: the longest a lock
+            left by a dead holder (or a failed release) blocks its key. Renewed every
+            third of it while held.
     """
 
     def __init__(
@@ -79,12 +88,14 @@ class RedisLocks:
         timeout: float = 300.0,
         blocking_timeout: float = 60.0,
         sleep: float = 0.05,
+        lease: float = 15.0,
     ) -> None:
         self._client = client
         self.prefix = prefix
         self.timeout = timeout
         self.blocking_timeout = blocking_timeout
         self.sleep = sleep
+        self.lease = min(lease, timeout)
 
     def __call__(self, key: str, owner: str | None = None) -> AbstractContextManager[None]:
         """Return a context manager holding the Redis lock ``prefix + key`` for ``owner``."""
@@ -94,7 +105,7 @@ class RedisLocks:
     def _hold(self, name: str, owner: str | None) -> Iterator[None]:
         lock: _RedisLock = self._client.lock(
             name,
-            timeout=self.timeout,
+            timeout=self.lease,
             sleep=self.sleep,
             blocking_timeout=self.blocking_timeout,
             thread_local=False,
@@ -102,15 +113,34 @@ class RedisLocks:
         if not (owner and self._take_over(lock, name, owner)) \
                 and not lock.acquire(blocking=True, token=owner):
             raise LockTimeout(name, self.blocking_timeout)
+        done = threading.Event()
+        renewer = threading.Thread(target=self._renew, args=(lock, name, done),
+                                   name=f"lock-renew:{name}", daemon=True)
+        renewer.start()
         try:
             yield
         finally:
+            done.set()
+            renewer.join()
             try:
                 lock.release()
             except Exception as e:  # redis LockNotOwnedError, connection errors
                 # The work is done; a lock that expired meanwhile is worth a warning, not
                 # a failed job.
                 log.warning("could not release lock %s: %s", name, type(e).__name__)
+
+    def _renew(self, lock: _RedisLock, name: str, done: threading.Event) -> None:
+        """Reset the lease every third of it until ``done`` or ``timeout`` has passed."""
+        until = time.monotonic() + self.timeout
+        while not done.wait(self.lease / 3):
+            if time.monotonic() >= until:
+                log.warning("lock %s held past its %ss bound; no longer renewed",
+                            name, self.timeout)
+                return
+            try:
+                lock.extend(self.lease, replace_ttl=True)
+            except Exception as e:  # Redis away for a moment, or the lease already lost
+                log.warning("could not renew lock %s: %s", name, type(e).__name__)
 
     @staticmethod
     def _take_over(lock: _RedisLock, name: str, owner: str) -> bool:

@@ -28,7 +28,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from app.core.locks import LocalLocks, LockFactory
+from app.core.locks import LocalLocks, LockFactory, LockTimeout
 from app.core.model import Change, PublishResult, made_by_job
 from app.errors import GitLabUnavailable, InternalError
 
@@ -117,10 +117,18 @@ class GitPublisher:
 
         Raises:
             InternalError: The remote does not exist (a setting to fix, not retried).
-            GitLabUnavailable: The remote did not answer, or the push kept losing races.
+            GitLabUnavailable: The remote did not answer, the push kept losing races, or
+                another job held the branch's lock too long (all retryable).
         """
-        with self.lock_factory(f"git:{self.remote}:{change.branch}", change.job_uuid), \
-                tempfile.TemporaryDirectory(prefix="tfgen-git-") as tmp:
+        try:
+            with self.lock_factory(f"git:{self.remote}:{change.branch}", change.job_uuid):
+                return self._publish_locked(change)
+        except LockTimeout as e:
+            raise GitLabUnavailable(
+                f"branch {change.branch}: another job is still publishing it") from e
+
+    def _publish_locked(self, change: Change) -> PublishResult:
+        with tempfile.TemporaryDirectory(prefix="tfgen-git-") as tmp:
             repo = Path(tmp)
             try:
                 self._git(repo, "init", "-q", "--bare")
