@@ -107,16 +107,12 @@ class Generate(Resource):
         )
         bind_job(job.uuid, owner, job.request)
         idem = _idempotency_key(owner)
-        if idem:
-            existing = svc.jobs.claim_idempotency(idem, job.uuid)
-            if existing and existing != job.uuid:
-                earlier = svc.jobs.get(existing)
-                if earlier is not None:
-                    bind_job(earlier.uuid, owner, earlier.request)
-                    audit("submit", "duplicate", status=earlier.status,
-                          submitted_by=principal.username)
-                    return self._accepted(earlier.uuid, earlier.status)
-        svc.jobs.create(job)
+        # Record and key in one atomic step: a duplicate finds both or neither.
+        holder = svc.jobs.create(job, idempotency_key=idem)
+        if holder.uuid != job.uuid:
+            bind_job(holder.uuid, owner, holder.request)
+            audit("submit", "duplicate", status=holder.status, submitted_by=principal.username)
+            return self._accepted(holder.uuid, holder.status)
         try:
             enqueue(job.uuid, job.correlation_id or "", "{cloud_id}/{resource_type}/{request_id}"
                     .format(**job.request))

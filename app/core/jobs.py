@@ -16,6 +16,7 @@ import json
 import threading
 from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field, fields
+from functools import cached_property
 from typing import Any, Protocol
 
 import redis
@@ -122,8 +123,14 @@ class JobStore(Protocol):
 
     ttl: int
 
-    def create(self, record: JobRecord) -> None:
-        """Store a new record."""
+    def create(self, record: JobRecord, idempotency_key: str | None = None) -> JobRecord:
+        """Store a new record, bound to ``idempotency_key`` in the same atomic step.
+
+        Returns:
+            ``record`` when stored; when ``idempotency_key`` is already bound to a job
+            whose record exists, that job's record (and nothing is stored). A key bound
+            to a job without a record (never created, or expired) is taken over.
+        """
 
     def get(self, uuid: str) -> JobRecord | None:
         """Return the record, or None when unknown or expired."""
@@ -146,9 +153,6 @@ class JobStore(Protocol):
     def ping(self) -> None:
         """Raise ``JobStoreUnavailable`` when the store does not answer."""
 
-    def claim_idempotency(self, key: str, job_uuid: str) -> str | None:
-        """Bind ``key`` to ``job_uuid`` unless bound already; return the bound UUID."""
-
     def release_idempotency(self, key: str) -> None:
         """Forget ``key`` (its job was never enqueued)."""
 
@@ -165,6 +169,21 @@ def _apply(record: JobRecord, changes: Mapping[str, Any]) -> JobRecord:
 
 
 # --- Redis -------------------------------------------------------------------------------
+
+# KEYS: idempotency key, job key, owner index, global index.
+# ARGV: uuid, ttl, score, job key prefix, then the record's field/value pairs.
+_CREATE_ONCE = """
+local bound = redis.call('GET', KEYS[1])
+if bound and redis.call('EXISTS', ARGV[4] .. bound) == 1 then
+  return bound
+end
+redis.call('HSET', KEYS[2], unpack(ARGV, 5))
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return ARGV[1]
+"""
 
 class RedisJobStore:
     """Job records as Redis hashes, with per-owner and global sorted-set indexes."""
@@ -186,15 +205,43 @@ class RedisJobStore:
         except redis.RedisError as e:
             raise JobStoreUnavailable(f"job store unavailable: {e}") from e
 
-    def create(self, record: JobRecord) -> None:
-        """Store a new record and index it by owner and time."""
+    def create(self, record: JobRecord, idempotency_key: str | None = None) -> JobRecord:
+        """Store a new record and index it by owner and time (one MULTI, or one script).
+
+        With ``idempotency_key``, a Lua script checks the key, writes the record and
+        binds the key in one step: no reader ever sees the key without its record.
+        """
         score = parse_time(record.submitted_at).timestamp()
+        if idempotency_key:
+            return self._create_once(record, idempotency_key, score)
         pipe = self.client.pipeline(transaction=True)
         pipe.hset(self._key(record.uuid), mapping=record.to_fields())
         pipe.expire(self._key(record.uuid), self.ttl)
         pipe.zadd(self._index(record.owner), {record.uuid: score})
         pipe.zadd(self._index(None), {record.uuid: score})
         self._call(pipe.execute)
+        return record
+
+    def _create_once(self, record: JobRecord, key: str, score: float) -> JobRecord:
+        flat = [part for item in record.to_fields().items() for part in item]
+        keys = [self._idem(key), self._key(record.uuid), self._index(record.owner),
+                self._index(None)]
+        for _ in range(3):
+            bound = _text(self._call(self._create_script, keys,
+                                     [record.uuid, self.ttl, score, self._key(""), *flat]))
+            if bound == record.uuid:
+                return record
+            earlier = self.get(bound)
+            if earlier is not None:
+                return earlier
+        raise DatabaseUnavailable("job store: idempotency key kept changing hands")
+
+    @cached_property
+    def _create_script(self) -> Any:
+        return self.client.register_script(_CREATE_ONCE)
+
+    def _idem(self, key: str) -> str:
+        return f"{self.prefix}:idem:{key}"
 
     def get(self, uuid: str) -> JobRecord | None:
         """Return the record, or None."""
@@ -251,17 +298,9 @@ class RedisJobStore:
         """Ping Redis."""
         self._call(self.client.ping)
 
-    def claim_idempotency(self, key: str, job_uuid: str) -> str | None:
-        """``SET NX`` the key to the UUID for the record TTL; return whichever UUID won."""
-        name = f"{self.prefix}:idem:{key}"
-        if self._call(lambda: self.client.set(name, job_uuid, ex=self.ttl, nx=True)):
-            return job_uuid
-        bound = self._call(self.client.get, name)
-        return _text(bound) if bound else None
-
     def release_idempotency(self, key: str) -> None:
         """Delete the key."""
-        self._call(self.client.delete, f"{self.prefix}:idem:{key}")
+        self._call(self.client.delete, self._idem(key))
 
 
 # --- SQL (embedded) ----------------------------------------------------------------------
@@ -302,10 +341,32 @@ class SqlJobStore:
         age = dt.datetime.now(dt.UTC) - parse_time(record.finished_at or record.submitted_at)
         return age.total_seconds() > self.ttl
 
-    def create(self, record: JobRecord) -> None:
-        """Insert the record."""
-        with self.engine.begin() as conn:
-            conn.execute(self.table.insert().values(**self._row(record)))
+    def create(self, record: JobRecord, idempotency_key: str | None = None) -> JobRecord:
+        """Insert the record, and its idempotency key in the same transaction.
+
+        The key's primary key decides between concurrent duplicates: the loser's
+        transaction (record included) rolls back, and it returns the winner's record.
+        """
+        t = self.idempotency
+        for _ in range(3):
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(self.table.insert().values(**self._row(record)))
+                    if idempotency_key:
+                        conn.execute(t.insert().values(key=idempotency_key, uuid=record.uuid))
+                return record
+            except sa_exc.IntegrityError:
+                if not idempotency_key:
+                    raise
+            with self.engine.begin() as conn:
+                bound = conn.execute(sa.select(t.c.uuid)
+                                     .where(t.c.key == idempotency_key)).scalar()
+                earlier = self.get(str(bound)) if bound else None
+                if earlier is not None:
+                    return earlier
+                # Bound to a job that has no record: take the key over.
+                conn.execute(t.delete().where(t.c.key == idempotency_key, t.c.uuid == bound))
+        raise DatabaseUnavailable("job store: idempotency key kept changing hands")
 
     def get(self, uuid: str) -> JobRecord | None:
         """Return the record unless unknown or past its TTL."""
@@ -353,18 +414,6 @@ class SqlJobStore:
             docs = conn.execute(query).scalars().all()
         records = (JobRecord.from_fields(json.loads(d)) for d in docs)
         return [r for r in records if not self._expired(r)]
-
-    def claim_idempotency(self, key: str, job_uuid: str) -> str | None:
-        """Insert the key unless present (primary key); return the bound UUID."""
-        t = self.idempotency
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(t.insert().values(key=key, uuid=job_uuid))
-            return job_uuid
-        except sa_exc.IntegrityError:
-            with self.engine.connect() as conn:
-                bound = conn.execute(sa.select(t.c.uuid).where(t.c.key == key)).scalar()
-            return str(bound) if bound else None
 
     def release_idempotency(self, key: str) -> None:
         """Delete the key."""

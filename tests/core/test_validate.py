@@ -138,14 +138,14 @@ def test_output_that_crashes_the_hcl_parser_fails_internal_and_the_process_lives
     assert crash.returncode == -6, crash.stderr[-500:]  # SIGABRT: what a worker child met
     assert "stack overflow" in crash.stderr
 
-    with pytest.raises(InternalError, match="HCL parser crashed .*SIGABRT.*stack overflow"):
+    with pytest.raises(InternalError, match=r"HCL parser crashed .*SIGABRT.*stack overflow"):
         Validator().parse([RenderedFile("a.tf", "a = 1\n"), RenderedFile("b.tf", deep)])
     Validator().parse([RenderedFile("a.tf", "a = [[1]]\n")])  # this process goes on
 
 
 def test_output_nested_too_deep_to_read_back_fails_validation() -> None:
     deep = "x = " + "[" * 2_000 + "]" * 2_000 + "\n"
-    with pytest.raises(ValidationFailed, match="b.tf: nested too deeply"):
+    with pytest.raises(ValidationFailed, match=r"b\.tf: nested too deeply"):
         Validator().parse([RenderedFile("a.tf", "a = 1\n"), RenderedFile("b.tf", deep)])
 
 
