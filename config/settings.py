@@ -108,6 +108,17 @@ def _ssl_verify(value: str) -> bool | str:
     return value  # a CA bundle path
 
 
+def _beat_schedule(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """What ``celery -A tasks beat`` sends, and how often (an interval of 0 turns it off)."""
+    schedule: dict[str, Any] = {}
+    sweep = int(cfg["JOB_SWEEP_INTERVAL"])
+    if sweep > 0:
+        # A sweep not run within its interval is dropped: the next one does its work.
+        schedule["tfgen.sweep"] = {"task": "tfgen.sweep", "schedule": float(sweep),
+                                   "options": {"queue": cfg["JOB_QUEUE"], "expires": sweep}}
+    return schedule
+
+
 def _embedded_paths(var_dir: Path) -> dict[str, str]:
     return {
         "DATABASE_URL": f"sqlite:///{var_dir / 'apex.sqlite'}",
@@ -196,6 +207,9 @@ def load_settings(
         "JOB_TIME_LIMIT": hard_limit,
         "JOB_QUEUE_EXPIRES": _int(env, "JOB_QUEUE_EXPIRES", 3600),
         "JOB_MAX_RETRIES": _int(env, "JOB_MAX_RETRIES", 5),
+        "JOB_MAX_DELIVERIES": max(1, _int(env, "JOB_MAX_DELIVERIES", 3)),
+        "JOB_STORE_RETRY_TIME": _float(env, "JOB_STORE_RETRY_TIME", 60.0),
+        "JOB_SWEEP_INTERVAL": _int(env, "JOB_SWEEP_INTERVAL", 60),
         "JOB_RETRY_BACKOFF_MAX": retry_backoff_max,
         "JOB_QUEUE": env.get("JOB_QUEUE", "tfgen"),
         "PUBLISHER": publisher,
@@ -275,6 +289,12 @@ def load_settings(
         },
         "broker_transport_options": {"visibility_timeout": visibility_timeout},
         "result_backend_transport_options": {"visibility_timeout": visibility_timeout},
+        # A result written while Redis restarts is retried, not lost (bounded: ~1 min).
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": 12,
+        # celery -A tasks beat: the periodic tasks (tasks/periodic.py).
+        "beat_schedule": _beat_schedule(cfg),
+        "beat_schedule_filename": str(var_dir / "celerybeat-schedule"),
     }
     if cfg["RECONCILE_INTERVAL"] > 0:
         # ``celery -A tasks beat`` sends ``tfgen.reconcile`` this often; a run that

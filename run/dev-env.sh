@@ -50,6 +50,10 @@ export LOG_FORMAT=console               # console | json (prod default: json)
 # export JOB_QUEUE_EXPIRES=3600         # seconds a job may wait in the queue
 # export JOB_MAX_RETRIES=5              # retries of a retryable failure
 # export JOB_RETRY_BACKOFF_MAX=120      # longest retry countdown, seconds
+# export JOB_MAX_DELIVERIES=3           # starts of one message before a job whose worker
+#                                       # keeps dying ends FAILURE INTERNAL
+# export JOB_STORE_RETRY_TIME=60        # seconds a worker waits out a job-store outage
+# export JOB_SWEEP_INTERVAL=60          # seconds between overdue sweeps (celery beat); 0 = off
 # export BROKER_VISIBILITY_TIMEOUT=480  # raised to at least the hard limit + backoff + 60
 # export BROKER_CONNECT_TIMEOUT=3       # seconds; the API answers 503 when it passes
 

@@ -26,6 +26,9 @@ export JOB_RESULT_TTL=604800
 export JOB_KEY_PREFIX=tfgen
 export JOB_MAX_RETRIES=5
 export JOB_RETRY_BACKOFF_MAX=120
+export JOB_MAX_DELIVERIES=3            # a job whose worker dies on each start ends INTERNAL
+export JOB_STORE_RETRY_TIME=60         # seconds a worker waits out a Redis restart
+export JOB_SWEEP_INTERVAL=60           # celery -A tasks beat ends overdue jobs this often
 export BROKER_VISIBILITY_TIMEOUT=480
 export BROKER_CONNECT_TIMEOUT=3
 # JOB_STORE_URL and PUBLISH_LOCK_URL default to CELERY_BROKER_URL (Redis).

@@ -2,21 +2,35 @@
 
 Reliability settings (``config/settings.py``): late ack and reject on worker lost, so a
 worker killed mid-job has the job run again; the publisher makes that re-run idempotent.
-The job record, not Celery's result, is what the API shows.
+The job record, not Celery's result, is what the API shows; Celery's state (and Flower,
+which learns it from task events) tells the same story:
+
+- SUCCESS returns; FAILURE raises ``JobFailed`` (Celery: FAILURE, ``task-failed``; it is
+  in ``throws``, so it is logged without a traceback and never retried by Celery);
+  a cancel marks the task REVOKED, sends ``task-revoked`` and raises ``Ignore``.
+- Each start counts a delivery in the record: a child killed by a signal (SIGKILL, a
+  SIGABRT from native code) cannot count its own death. At ``JOB_MAX_DELIVERIES`` the
+  job ends FAILURE ``INTERNAL`` saying the worker died.
+- The job store (Redis) restarting is waited out for ``JOB_STORE_RETRY_TIME``; past
+  that the message is handed back to the broker (``Reject(requeue=True)``), never
+  acked and dropped, so an outage delays a job but cannot orphan it.
 """
 
 from __future__ import annotations
 
 import random
-from typing import Any
+from collections.abc import Callable, Collection, Mapping
+from typing import Any, TypeVar
 
-from celery import Task, shared_task
-from celery.exceptions import SoftTimeLimitExceeded
+from billiard.exceptions import WorkerLostError
+from celery import Celery, Task, shared_task, states
+from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
 from celery.signals import task_revoked
 from flask import current_app
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
 
-from app.core.jobs import ACTIVE, JobStore, expire_overdue, utcnow
-from app.errors import Canceled, TfgenError
+from app.core.jobs import ACTIVE, JobRecord, JobStore, expire_overdue, utcnow
+from app.errors import Canceled, DatabaseUnavailable, TfgenError
 from app.logs import get_logger
 from app.metrics import JOB_RETRIES, StageTimer
 from app.services import Services
@@ -25,6 +39,52 @@ from tasks.observe import TracedRequest, job_finished
 log = get_logger("tfgen.tasks")
 
 RUNNING = frozenset({"STARTED", "PROGRESS"})
+T = TypeVar("T")
+
+
+class JobFailed(Exception):
+    """Raised by a job that ended FAILURE, so Celery and Flower show FAILURE too."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+class JobStoreUnavailable(Exception):
+    """The job store stayed unreachable past ``JOB_STORE_RETRY_TIME``."""
+
+
+class PatientJobs:
+    """The job store as a task uses it: an outage (a Redis restart) is waited out."""
+
+    def __init__(self, jobs: JobStore, seconds: float) -> None:
+        self.jobs = jobs
+        self._retrying = Retrying(
+            retry=retry_if_exception_type(DatabaseUnavailable),
+            stop=stop_after_delay(seconds), wait=wait_exponential_jitter(0.2, 3),
+            before_sleep=lambda state: log.warning(
+                "job.store_unavailable", attempt=state.attempt_number,
+                error=str(state.outcome.exception()) if state.outcome else None),
+            reraise=True)
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        try:
+            return self._retrying(fn)
+        except DatabaseUnavailable as e:
+            raise JobStoreUnavailable(str(e)) from e
+
+    def get(self, uuid: str) -> JobRecord | None:
+        """``JobStore.get``, waiting out an outage."""
+        return self._call(lambda: self.jobs.get(uuid))
+
+    def transition(self, uuid: str, allowed: Collection[str], changes: Mapping[str, Any]
+                   ) -> JobRecord | None:
+        """``JobStore.transition``, waiting out an outage."""
+        return self._call(lambda: self.jobs.transition(uuid, allowed, changes))
+
+    def expire_overdue(self, record: JobRecord, config: Mapping[str, Any]) -> JobRecord:
+        """``expire_overdue``, waiting out an outage."""
+        return self._call(lambda: expire_overdue(self.jobs, record, config))
 
 
 def retry_countdown(retries: int, cap: int, retry_after: float | None = None) -> float:
@@ -47,17 +107,65 @@ def _soft_limit_hit(e: BaseException) -> bool:
     return False
 
 
-def _timeout(jobs: JobStore, job_uuid: str, message: str) -> str:
-    _finish(jobs, job_uuid, "FAILURE",
-            error={"code": "TIMEOUT", "retryable": True, "message": message})
-    return "FAILURE"
+def worker_died(deliveries: int) -> dict[str, Any]:
+    """The error of a job whose worker died on each of its ``deliveries``."""
+    return {"code": "INTERNAL", "retryable": False,
+            "message": f"the worker process died running this job, {deliveries} time(s) "
+                       "(JOB_MAX_DELIVERIES); the operators have the details in the logs"}
 
 
-def _finish(jobs: JobStore, job_uuid: str, status: str, **fields: Any) -> None:
+def _timeout_error(message: str) -> dict[str, Any]:
+    return {"code": "TIMEOUT", "retryable": True, "message": message}
+
+
+def _finish(jobs: JobStore | PatientJobs, job_uuid: str, status: str,
+            **fields: Any) -> JobRecord | None:
+    """End the job unless it has ended already; return its record as it now stands."""
     record = jobs.transition(job_uuid, ACTIVE,
                              {"status": status, "finished_at": utcnow(), **fields})
     if record is not None:
         job_finished(record)
+        return record
+    return jobs.get(job_uuid)
+
+
+def conclude(task: Task, record: JobRecord | None) -> str:
+    """Leave the task the way its job ended, so Celery's state says what the record says.
+
+    Raises:
+        JobFailed: The job ended FAILURE (Celery: FAILURE, ``task-failed``).
+        Ignore: The job was canceled; the task is marked REVOKED first.
+    """
+    if record is None:
+        return "MISSING"
+    if record.status == "FAILURE":
+        error = record.error or {}
+        raise JobFailed(str(error.get("code", "INTERNAL")), str(error.get("message", "")))
+    if record.status == "REVOKED":
+        reason = str((record.error or {}).get("message", "canceled"))
+        try:
+            task.backend.mark_as_revoked(task.request.id, reason, request=task.request)
+            task.send_event("task-revoked", terminated=False, signum=None, expired=False)
+        except Exception as e:  # a result store or broker outage: the record says it
+            log.warning("job.revoke_not_told", error=type(e).__name__)
+        raise Ignore(reason)
+    return record.status
+
+
+def tell_celery_failed(celery: Celery, record: JobRecord, hostname: str | None = None) -> None:
+    """Record a job ended outside its task (queue expiry, sweep) as FAILURE in Celery.
+
+    Stores the state in the result backend and sends ``task-failed``, which Flower reads.
+    """
+    error = record.error or {}
+    exc = JobFailed(str(error.get("code", "INTERNAL")), str(error.get("message", "")))
+    try:
+        celery.backend.store_result(record.uuid, exc, states.FAILURE)
+        with celery.events.default_dispatcher(hostname=hostname) as dispatcher:
+            dispatcher.send("task-failed", uuid=record.uuid, exception=repr(exc),
+                            traceback=None)
+    except Exception as e:  # the record is the truth; Celery's view is best effort
+        log.warning("job.failure_not_told", error=type(e).__name__)
 
 
 class JobMessage(TracedRequest):
@@ -70,35 +178,74 @@ class JobMessage(TracedRequest):
             return
         flask_app = self.task.app.flask_app
         with flask_app.app_context():
-            _timeout(flask_app.extensions["tfgen"].jobs, self.id,
-                     f"job killed at its hard time limit ({timeout:g} s)")
+            _finish(flask_app.extensions["tfgen"].jobs, self.id, "FAILURE",
+                    error=_timeout_error(f"job killed at its hard time limit ({timeout:g} s)"))
+
+    def on_failure(self, exc_info: Any, send_failed_event: bool = True,
+                   return_ok: bool = False) -> None:
+        """A child that died at its job's last allowed delivery ends the job here."""
+        exc = getattr(exc_info.exception, "exc", exc_info.exception)
+        if isinstance(exc, WorkerLostError):
+            self._end_if_out_of_deliveries()
+        super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
+
+    def _end_if_out_of_deliveries(self) -> None:
+        flask_app = self.task.app.flask_app
+        with flask_app.app_context():
+            jobs = flask_app.extensions["tfgen"].jobs
+            try:
+                record = jobs.get(self.id)
+                if record is None or record.status not in RUNNING or \
+                        record.deliveries < int(flask_app.config["JOB_MAX_DELIVERIES"]):
+                    return
+                log.error("job.worker_died", deliveries=record.deliveries, job_uuid=self.id)
+                _finish(jobs, self.id, "FAILURE", error=worker_died(record.deliveries))
+            except TfgenError as e:  # store away: the redelivery counts and ends it
+                log.warning("job.worker_died_not_recorded", error=str(e))
 
 
 @shared_task(bind=True, name="tfgen.generate", acks_late=True, reject_on_worker_lost=True,
-             Request=JobMessage)
+             Request=JobMessage, throws=(JobFailed,))
 def generate(self: Task, job_uuid: str) -> str:
     """Run job ``job_uuid`` through fetch, render, validate and publish."""
     svc: Services = current_app.extensions["tfgen"]
+    jobs = PatientJobs(svc.jobs, float(current_app.config["JOB_STORE_RETRY_TIME"]))
+    try:
+        return _run(self, svc, jobs, job_uuid)
+    except JobStoreUnavailable as e:
+        # Not acked: back to the queue (or, with the broker away too, left unacked for
+        # the visibility timeout to restore). The record stays as it was.
+        log.error("job.requeued", reason=f"job store unreachable: {e}")
+        raise Reject(str(e), requeue=True) from e
+
+
+def _run(self: Task, svc: Services, jobs: PatientJobs, job_uuid: str) -> str:
     config = current_app.config
-    jobs = svc.jobs
     record = jobs.get(job_uuid)
     if record is None:
         log.warning("job.missing", reason="no record (expired or never written); dropped")
         return "MISSING"
-    record = expire_overdue(jobs, record, config)
+    record = jobs.expire_overdue(record, config)
     if record.final:
-        return record.status  # redelivered after it ended, or canceled while queued
+        return conclude(self, record)  # redelivered after it ended, or canceled while queued
     if record.cancel_requested:
-        _finish(jobs, job_uuid, "REVOKED", error=Canceled("canceled by the user").to_dict())
-        return "REVOKED"
+        return conclude(self, _finish(jobs, job_uuid, "REVOKED",
+                                      error=Canceled("canceled by the user").to_dict()))
+    redelivered = record.status in RUNNING  # the delivery that started it never ended
+    deliveries = record.deliveries + 1 if redelivered else 1
+    if deliveries > int(config["JOB_MAX_DELIVERIES"]):
+        log.error("job.worker_died", deliveries=record.deliveries)
+        return conclude(self, _finish(jobs, job_uuid, "FAILURE",
+                                      error=worker_died(record.deliveries)))
     now = utcnow()
     started = jobs.transition(job_uuid, ACTIVE, {
         "status": "STARTED", "started_at": record.started_at or now,
-        "attempt_started_at": now, "attempts": 1, "worker": self.request.hostname,
+        "attempt_started_at": (record.attempt_started_at if redelivered else None) or now,
+        "attempts": 1, "deliveries": deliveries, "worker": self.request.hostname,
         "error": None,
     })
     if started is None:
-        return "SKIPPED"
+        return conclude(self, jobs.get(job_uuid))
 
     timer = StageTimer()
 
@@ -119,39 +266,57 @@ def generate(self: Task, job_uuid: str) -> str:
     try:
         result = svc.pipeline.run(job_uuid, started.job_request, started.owner,
                                   on_stage=on_stage, check_canceled=check_canceled)
+    except JobStoreUnavailable:
+        raise
     except Canceled as e:
-        _finish(jobs, job_uuid, "REVOKED", error=e.to_dict())
-        return "REVOKED"
+        return conclude(self, _finish(jobs, job_uuid, "REVOKED", error=e.to_dict()))
     except TfgenError as e:
         if _soft_limit_hit(e):
-            return _timeout(jobs, job_uuid, soft_limit_message)
+            return conclude(self, _finish(jobs, job_uuid, "FAILURE",
+                                          error=_timeout_error(soft_limit_message)))
         max_retries = int(config["JOB_MAX_RETRIES"])
         if e.retryable and self.request.retries < max_retries:
-            countdown = retry_countdown(self.request.retries, int(config["JOB_RETRY_BACKOFF_MAX"]),
-                                        e.details.get("retry_after"))
-            JOB_RETRIES.labels(e.code).inc()
-            log.warning("job.retry", code=e.code, countdown=round(countdown, 1))
-            jobs.transition(job_uuid, RUNNING, {
-                "status": "RETRY", "error": e.to_dict(),
-                "stages": [{"stage": "retry", "at": utcnow(), "attempt": started.attempts,
-                            "countdown": round(countdown, 1), "code": e.code}],
-            })
-            raise self.retry(countdown=countdown, exc=e, max_retries=max_retries) from e
-        _finish(jobs, job_uuid, "FAILURE", error=e.to_dict())
-        return "FAILURE"
+            _retry(self, jobs, job_uuid, e, started.attempts, max_retries)
+        return conclude(self, _finish(jobs, job_uuid, "FAILURE", error=e.to_dict()))
     except Exception as e:  # SoftTimeLimitExceeded itself lands here
         if _soft_limit_hit(e):
-            return _timeout(jobs, job_uuid, soft_limit_message)
+            return conclude(self, _finish(jobs, job_uuid, "FAILURE",
+                                          error=_timeout_error(soft_limit_message)))
         log.exception("job.internal_error")
-        _finish(jobs, job_uuid, "FAILURE", error={
+        return conclude(self, _finish(jobs, job_uuid, "FAILURE", error={
             "code": "INTERNAL", "retryable": False,
-            "message": "internal error; the operators have the details in the logs"})
-        return "FAILURE"
+            "message": "internal error; the operators have the details in the logs"}))
     finally:
         timer.close()  # the stage a job ended in counts too, however it ended
-    _finish(jobs, job_uuid, "SUCCESS", stage="done", result=dict(result),
-            stages=[{"stage": "done", "at": utcnow(), "attempt": started.attempts}])
-    return "SUCCESS"
+    return conclude(self, _finish(
+        jobs, job_uuid, "SUCCESS", stage="done", result=dict(result),
+        stages=[{"stage": "done", "at": utcnow(), "attempt": started.attempts}]))
+
+
+def _retry(self: Task, jobs: PatientJobs, job_uuid: str, e: TfgenError, attempt: int,
+           max_retries: int) -> None:
+    """Record the retry and send the next message; raises Celery's ``Retry``."""
+    config = current_app.config
+    countdown = retry_countdown(self.request.retries, int(config["JOB_RETRY_BACKOFF_MAX"]),
+                                e.details.get("retry_after"))
+    JOB_RETRIES.labels(e.code).inc()
+    log.warning("job.retry", code=e.code, countdown=round(countdown, 1))
+    jobs.transition(job_uuid, RUNNING, {
+        "status": "RETRY", "error": e.to_dict(),
+        "stages": [{"stage": "retry", "at": utcnow(), "attempt": attempt,
+                    "countdown": round(countdown, 1), "code": e.code}],
+    })
+    # The broker may be restarting too: keep trying to send the retry for as long as
+    # the job store is waited for, and if it still fails, hand the message back
+    # instead of letting Celery drop it (its own fallback is Reject(requeue=False)).
+    wait = float(config["JOB_STORE_RETRY_TIME"])
+    policy = {"max_retries": max(1, int(wait // 2)), "interval_start": 0.5,
+              "interval_step": 0.5, "interval_max": 2.0}
+    try:
+        raise self.retry(countdown=countdown, exc=e, max_retries=max_retries,
+                         retry=True, retry_policy=policy) from e
+    except Reject as lost:
+        raise JobStoreUnavailable(f"could not send the retry: {lost.reason}") from e
 
 
 @task_revoked.connect
@@ -164,5 +329,8 @@ def _on_revoked(sender: Any = None, request: Any = None, expired: bool = False,
     if flask_app is None:
         return
     with flask_app.app_context():
-        _timeout(flask_app.extensions["tfgen"].jobs, request.id,
-                 "job waited in the queue longer than JOB_QUEUE_EXPIRES")
+        record = _finish(flask_app.extensions["tfgen"].jobs, request.id, "FAILURE",
+                         error=_timeout_error(
+                             "job waited in the queue longer than JOB_QUEUE_EXPIRES"))
+        if record is not None and record.status == "FAILURE":
+            tell_celery_failed(sender.app, record, getattr(request, "hostname", None))

@@ -1,15 +1,24 @@
-"""Tasks ``celery -A tasks beat`` sends on a schedule (``CELERY["beat_schedule"]``)."""
+"""Tasks ``celery -A tasks beat`` sends on a schedule (``CELERY["beat_schedule"]``).
+
+- ``tfgen.reconcile`` every ``RECONCILE_INTERVAL`` seconds: requests waiting on GitLab.
+- ``tfgen.sweep`` every ``JOB_SWEEP_INTERVAL`` seconds: ends every unfinished job past
+  its deadline as FAILURE ``TIMEOUT`` (``app.core.jobs.deadline``), so a job whose
+  message was lost (a Redis outage, a worker host gone) ends without anyone polling it.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from celery import shared_task
+from celery import Task, shared_task
 from flask import current_app
 
+from app.core.jobs import sweep_overdue
 from app.core.reconcile import Reconciler
 from app.logs import get_logger
 from app.services import Services
+from tasks.generate import tell_celery_failed
+from tasks.observe import job_finished
 
 log = get_logger("tfgen.periodic")
 
@@ -25,3 +34,16 @@ def reconcile() -> dict[str, Any]:
     log.info("reconcile.run", checked=report.checked, moved=report.moved, errors=report.errors,
              stopped=report.stopped, moves=report.moves)
     return {"checked": report.checked, "moved": report.moved, "stopped": report.stopped}
+
+
+@shared_task(bind=True, name="tfgen.sweep", acks_late=False, ignore_result=True)
+def sweep(self: Task) -> int:
+    """End overdue jobs; return how many this run ended."""
+    svc: Services = current_app.extensions["tfgen"]
+    ended = sweep_overdue(svc.jobs, current_app.config)
+    for record in ended:
+        job_finished(record)
+        tell_celery_failed(self.app, record, self.request.hostname)
+    if ended:
+        log.warning("jobs.swept", count=len(ended), jobs=[r.uuid for r in ended])
+    return len(ended)

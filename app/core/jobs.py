@@ -36,6 +36,7 @@ __all__ = [
     "deadline",
     "expire_overdue",
     "job_store_from_url",
+    "sweep_overdue",
     "utcnow",
 ]
 
@@ -73,6 +74,9 @@ class JobRecord:
     stages: list[dict[str, Any]] = field(default_factory=list)
     attempt_started_at: str | None = None
     worker: str | None = None
+    deliveries: int = 0
+    """Deliveries of the current task message that started; a child killed mid-job
+    (SIGKILL, SIGABRT) cannot count its own death, so each start counts instead."""
 
     @property
     def job_request(self) -> JobRequest:
@@ -150,6 +154,9 @@ class JobStore(Protocol):
     def list(self, owner: str | None, limit: int = 50) -> list[JobRecord]:
         """Recent records, newest first; ``owner=None`` lists everyone's."""
 
+    def unfinished(self, limit: int = 500) -> tuple[JobRecord, ...]:
+        """Records not yet final, oldest first (the overdue sweep reads these)."""
+
     def ping(self) -> None:
         """Raise ``JobStoreUnavailable`` when the store does not answer."""
 
@@ -170,7 +177,7 @@ def _apply(record: JobRecord, changes: Mapping[str, Any]) -> JobRecord:
 
 # --- Redis -------------------------------------------------------------------------------
 
-# KEYS: idempotency key, job key, owner index, global index.
+# KEYS: idempotency key, job key, owner index, global index, unfinished index.
 # ARGV: uuid, ttl, score, job key prefix, then the record's field/value pairs.
 _CREATE_ONCE = """
 local bound = redis.call('GET', KEYS[1])
@@ -181,6 +188,7 @@ redis.call('HSET', KEYS[2], unpack(ARGV, 5))
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[5], ARGV[3], ARGV[1])
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return ARGV[1]
 """
@@ -198,6 +206,9 @@ class RedisJobStore:
 
     def _index(self, owner: str | None) -> str:
         return f"{self.prefix}:jobs:{owner}" if owner else f"{self.prefix}:jobs"
+
+    def _active(self) -> str:
+        return f"{self.prefix}:jobs-unfinished"
 
     def _call(self, fn: Any, *args: Any) -> Any:
         try:
@@ -219,13 +230,14 @@ class RedisJobStore:
         pipe.expire(self._key(record.uuid), self.ttl)
         pipe.zadd(self._index(record.owner), {record.uuid: score})
         pipe.zadd(self._index(None), {record.uuid: score})
+        pipe.zadd(self._active(), {record.uuid: score})
         self._call(pipe.execute)
         return record
 
     def _create_once(self, record: JobRecord, key: str, score: float) -> JobRecord:
         flat = [part for item in record.to_fields().items() for part in item]
         keys = [self._idem(key), self._key(record.uuid), self._index(record.owner),
-                self._index(None)]
+                self._index(None), self._active()]
         for _ in range(3):
             bound = _text(self._call(self._create_script, keys,
                                      [record.uuid, self.ttl, score, self._key(""), *flat]))
@@ -254,6 +266,7 @@ class RedisJobStore:
         pipe = self.client.pipeline(transaction=True)
         pipe.delete(self._key(uuid))
         pipe.zrem(self._index(None), uuid)
+        pipe.zrem(self._active(), uuid)
         if record:
             pipe.zrem(self._index(record.owner), uuid)
         self._call(pipe.execute)
@@ -278,6 +291,8 @@ class RedisJobStore:
                         pipe.multi()
                         pipe.hset(key, mapping=record.to_fields())
                         pipe.expire(key, self.ttl)
+                        if record.final:
+                            pipe.zrem(self._active(), uuid)
                         pipe.execute()
                         return record
                     except redis.WatchError:
@@ -293,6 +308,18 @@ class RedisJobStore:
         uuids = self._call(self.client.zrevrange, index, 0, limit - 1)
         records = (self.get(u.decode() if isinstance(u, bytes) else u) for u in uuids)
         return [r for r in records if r is not None]
+
+    def unfinished(self, limit: int = 500) -> tuple[JobRecord, ...]:
+        """Records not yet final, oldest first; ended or expired ones leave the index."""
+        uuids = [_text(u) for u in self._call(self.client.zrange, self._active(), 0, limit - 1)]
+        records = []
+        for uuid in uuids:
+            record = self.get(uuid)
+            if record is None or record.final:
+                self._call(self.client.zrem, self._active(), uuid)
+            else:
+                records.append(record)
+        return tuple(records)
 
     def ping(self) -> None:
         """Ping Redis."""
@@ -415,6 +442,15 @@ class SqlJobStore:
         records = (JobRecord.from_fields(json.loads(d)) for d in docs)
         return [r for r in records if not self._expired(r)]
 
+    def unfinished(self, limit: int = 500) -> tuple[JobRecord, ...]:
+        """Records not yet final, oldest first."""
+        t = self.table
+        query = (sa.select(t.c.document).where(t.c.status.in_(sorted(ACTIVE)))
+                 .order_by(t.c.submitted_at).limit(limit))
+        with self.engine.connect() as conn:
+            docs = conn.execute(query).scalars().all()
+        return tuple(JobRecord.from_fields(json.loads(d)) for d in docs)
+
     def release_idempotency(self, key: str) -> None:
         """Delete the key."""
         with self.engine.begin() as conn:
@@ -434,7 +470,9 @@ def deadline(record: JobRecord, config: Mapping[str, Any]) -> dt.datetime | None
 
     Queued: it should have run or expired (``JOB_QUEUE_EXPIRES``). Running: the hard time
     limit, plus the broker's visibility timeout so that a message of a worker that died
-    whole is redelivered and re-run before the job is declared lost.
+    whole is redelivered and re-run before the job is declared lost. Counted from the
+    first start of the current message (``attempt_started_at`` is not moved by a
+    redelivery), so a job whose worker keeps dying cannot push its deadline on.
     """
     if record.final:
         return None
@@ -455,14 +493,34 @@ def deadline(record: JobRecord, config: Mapping[str, Any]) -> dt.datetime | None
 
 def expire_overdue(store: JobStore, record: JobRecord, config: Mapping[str, Any]) -> JobRecord:
     """End ``record`` as FAILURE/TIMEOUT when past its deadline; return the current record."""
+    return _expire(store, record, config)[0]
+
+
+def _expire(store: JobStore, record: JobRecord, config: Mapping[str, Any]
+            ) -> tuple[JobRecord, bool]:
     due = deadline(record, config)
     if due is None or dt.datetime.now(dt.UTC) < due:
-        return record
+        return record, False
     error = {"code": "TIMEOUT", "retryable": True,
              "message": f"job did not finish in time (was {record.status} at {record.stage})"}
     ended = store.transition(record.uuid, {record.status},
                              {"status": "FAILURE", "error": error, "finished_at": utcnow()})
-    return ended or store.get(record.uuid) or record
+    return (ended or store.get(record.uuid) or record), ended is not None
+
+
+def sweep_overdue(store: JobStore, config: Mapping[str, Any], limit: int = 500
+                  ) -> list[JobRecord]:
+    """End every unfinished job past its deadline; return the ones this call ended.
+
+    Run periodically (``tfgen.sweep`` under ``celery beat``), so a job whose message was
+    lost ends as ``TIMEOUT`` without waiting for someone to read it.
+    """
+    ended = []
+    for record in store.unfinished(limit):
+        current, changed = _expire(store, record, config)
+        if changed:
+            ended.append(current)
+    return ended
 
 
 def job_store_from_url(url: str, *, prefix: str = "tfgen", ttl: int = 604800) -> JobStore:
