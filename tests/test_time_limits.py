@@ -76,13 +76,11 @@ def test_a_template_that_runs_past_the_soft_limit_ends_as_timeout(idle_stack: St
     assert doc["error"]["code"] == "TIMEOUT", doc["error"]
 
 
-def test_job_that_cannot_hear_its_soft_limit_ends_at_the_hard_limit(
-        tmp_path: Path, redis_client: redis.Redis) -> None:
-    # SQLite runs a query in C without returning to Python, so the soft limit's signal
-    # waits; at the hard limit the pool kills the child, and the job must still end.
+def stuck_database(base: Path) -> str:
+    """A SQLite APEX store whose ``aws/stuck`` request view never answers (a C loop)."""
     stuck = ResourceType("aws", "stuck", columns=SLOW.columns, rows=SLOW.rows[:1],
                          templates=SLOW.templates)
-    url = f"sqlite:///{tmp_path / 'apex.sqlite'}"
+    url = f"sqlite:///{base / 'apex.sqlite'}"
     create_demo_database(url, (*RESOURCE_TYPES, stuck))
     engine = sa.create_engine(url)
     with engine.begin() as conn:
@@ -92,6 +90,14 @@ def test_job_that_cannot_hear_its_soft_limit_ends_at_the_hard_limit(
             " WHERE (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c"
             " WHERE x < 2000000000) SELECT max(x) FROM c) > 0"))
     engine.dispose()
+    return url
+
+
+def test_job_that_cannot_hear_its_soft_limit_ends_at_the_hard_limit(
+        tmp_path: Path, redis_client: redis.Redis) -> None:
+    # SQLite runs a query in C without returning to Python, so the soft limit's signal
+    # waits; at the hard limit the pool kills the child, and the job must still end.
+    url = stuck_database(tmp_path)
     env = {**stack_env(tmp_path, url, f"stuck-{uuid.uuid4().hex[:6]}"),
            "JOB_SOFT_TIME_LIMIT": "1", "JOB_TIME_LIMIT": "3"}
     stack = Stack(env)

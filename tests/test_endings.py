@@ -1,0 +1,212 @@
+"""Every way a job can end, walked through real workers (and ``celery beat``): each ends
+once, in SUCCESS, FAILURE or REVOKED, with a code from the design's fixed list."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from app.core.jobs import JobRecord, utcnow
+from app.errors import JOB_FAILURE_CODES
+from tests.conftest import ROOT, Stack, Worker, free_port, stack_env
+from tests.test_time_limits import stuck_database
+
+# shared/design.md, "Job document": "Failure codes are a fixed, documented list".
+DESIGN_CODES = frozenset({
+    "REQUEST_NOT_FOUND", "TEMPLATE_NOT_FOUND", "INVALID_REQUEST_DATA", "RENDER_ERROR",
+    "VALIDATION_FAILED", "GITLAB_AUTH", "GITLAB_NOT_FOUND", "GITLAB_UNAVAILABLE",
+    "DATABASE_UNAVAILABLE", "TIMEOUT", "CANCELED", "INTERNAL",
+    "POLICY_DENIED", "POLICY_ERROR",  # round 2
+})
+DEEP = "x = {% for i in range(100000) %}[{% endfor %}{% for i in range(100000) %}]{% endfor %}\n"
+# version -> template of the aws/slowdb requests below
+TEMPLATES = {"7.0.1": "x = {{ nope }}\n", "7.0.2": "x = {{ 1 / 0 }}\n",
+             "7.0.3": 'resource "null_resource" "x" {\n', "7.0.4": DEEP}
+# id -> (module_version, delay_seconds, gitlab_project_id)
+ROWS = {301: ("7.0.1", 0, "p"), 302: ("7.0.2", 0, "p"), 303: ("7.0.3", 0, "p"),
+        304: ("7.0.4", 0, "p"), 305: ("1.0.0", 3, "p"), 306: ("1.0.0", 0, "p"),
+        307: ("1.0.0", 3, "p"), 308: ("1.0.0", 0, None), 309: ("1.0.0", 3, "p")}
+
+
+def seed(url: str) -> None:
+    """The aws/slowdb templates and requests each path needs, in the test PostgreSQL."""
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        for version, text in TEMPLATES.items():
+            conn.execute(sa.text(
+                "INSERT INTO tf_template (cloud_id, resource_type, module_version,"
+                " jinja_template) VALUES ('aws', 'slowdb', :v, :t) ON CONFLICT DO NOTHING"),
+                {"v": version, "t": text})
+        for request_id, (version, delay, project) in ROWS.items():
+            conn.execute(sa.text(
+                "INSERT INTO apex_aws_slowdb_request (id, name, module_version,"
+                " gitlab_project_id, delay_seconds) VALUES (:id, :name, :v, :p, :d)"
+                " ON CONFLICT (id) DO NOTHING"),
+                {"id": request_id, "name": f"end-{request_id}", "v": version, "p": project,
+                 "d": delay})
+    engine.dispose()
+
+
+@contextmanager
+def scenario(base: Path, database_url: str, name: str, api: Mapping[str, Any] | None = None,
+             worker: Mapping[str, str] | None = None, start: bool = True
+             ) -> Iterator[tuple[Stack, dict[str, str]]]:
+    """An API and (unless ``start`` is false) a worker on a queue of their own.
+
+    ``api`` values are typed config overrides of the API process only.
+    """
+    folder = base / name
+    folder.mkdir()
+    env = stack_env(folder, database_url, f"end-{name}-{uuid.uuid4().hex[:6]}")
+    stack = Stack({**env, **(api or {})})
+    worker_env = {**env, **(worker or {})}
+    if start:
+        stack.worker = Worker(worker_env, concurrency=1).start()
+    try:
+        yield stack, worker_env
+    finally:
+        stack.close()
+
+
+def submit(stack: Stack, kind: str, request_id: int, user: str = "alice") -> str:
+    r = stack.submit({"cloud_id": "aws", "resource_type": kind, "request_id": request_id},
+                     user=user)
+    assert r.status_code == 202, r.json
+    return str(r.json["uuid"])
+
+
+def wait_record(stack: Stack, job_uuid: str, timeout: float = 60) -> JobRecord:
+    """Wait for the record to end, reading the store (a reader never ends it here)."""
+    jobs = stack.app.extensions["tfgen"].jobs
+    deadline = time.monotonic() + timeout
+    while True:
+        record = jobs.get(job_uuid)
+        if (record is not None and record.final) or time.monotonic() > deadline:
+            assert record is not None
+            return record
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_every_ending_path_ends_once_with_a_documented_code(
+        tmp_path: Path, pg_url: str) -> None:
+    assert set(JOB_FAILURE_CODES) <= DESIGN_CODES
+    seed(pg_url)
+    ended: dict[str, dict[str, Any]] = {}
+    closed = f"127.0.0.1:{free_port()}"  # nobody listens here
+
+    with scenario(tmp_path, pg_url, "plain") as (s, _):
+        jobs = {"success": submit(s, "rds", 42),
+                "request not found": submit(s, "rds", 987654),
+                "template not found": submit(s, "rds", 44),
+                "missing variable": submit(s, "slowdb", 301),
+                "template breaks": submit(s, "slowdb", 302),
+                "invalid HCL": submit(s, "slowdb", 303),
+                "parser crash": submit(s, "slowdb", 304),
+                "cancel": submit(s, "slowdb", 305)}
+        s.wait(jobs["cancel"], until=lambda d: d["stage"] == "fetch")
+        assert s.delete(jobs["cancel"]).status_code == 202
+        ended.update({path: s.wait(job, timeout=120) for path, job in jobs.items()})
+
+    limits = {"JOB_SOFT_TIME_LIMIT": "1", "JOB_TIME_LIMIT": "4", "JOB_SWEEP_INTERVAL": "1"}
+    with scenario(tmp_path, pg_url, "limits", api={"JOB_QUEUE_EXPIRES": 2}, worker=limits,
+                  start=False) as (s, env):
+        expired = submit(s, "slowdb", 306)
+        orphan = JobRecord(uuid=str(uuid.uuid4()), owner="alice", request={
+            "cloud_id": "aws", "resource_type": "slowdb", "request_id": 306, "dry_run": False},
+            submitted_at=(dt.datetime.now(dt.UTC) - dt.timedelta(hours=3)).isoformat()
+            .replace("+00:00", "Z"))
+        s.app.extensions["tfgen"].jobs.create(orphan)  # its message was lost: none sent
+        time.sleep(3)  # past JOB_QUEUE_EXPIRES while no worker reads the queue
+        s.worker = Worker(env, concurrency=1).start()
+        beat = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "tasks", "beat", "-l", "INFO",
+             "-s", str(tmp_path / "limits" / "celerybeat-schedule")],
+            cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT)
+        try:
+            soft = submit(s, "slowdb", 307)
+            ended["queue expiry"] = s.wait(expired)
+            ended["soft time limit"] = s.wait(soft)
+            ended["overdue sweep"] = wait_record(s, orphan.uuid).document()
+        finally:
+            beat.terminate()
+            beat.wait(20)
+
+    stuck = tmp_path / "stuck"
+    stuck.mkdir()
+    with scenario(tmp_path, stuck_database(stuck), "hard",
+                  worker={"JOB_SOFT_TIME_LIMIT": "1", "JOB_TIME_LIMIT": "3"}) as (s, _):
+        ended["hard time limit"] = s.wait(submit(s, "stuck", 1))
+
+    gitlab = {"PUBLISHER": "gitlab", "GITLAB_URL": f"http://{closed}",
+              "GITLAB_MAX_RETRIES": "0", "GITLAB_RETRY_MAX_TIME": "1",
+              "JOB_MAX_RETRIES": "0", "JOB_MAX_DELIVERIES": "1"}
+    with scenario(tmp_path, pg_url, "gitlab", worker=gitlab) as (s, _):
+        jobs = {"no GitLab token": submit(s, "rds", 42, user="bob"),
+                "no GitLab project": submit(s, "slowdb", 308),
+                "GitLab unreachable": submit(s, "rds", 43),
+                "worker keeps dying": submit(s, "slowdb", 309)}
+        s.wait(jobs["worker keeps dying"], until=lambda d: d["stage"] == "fetch", timeout=60)
+        assert s.worker is not None
+        (child,) = s.worker.children()
+        os.kill(child, signal.SIGKILL)
+        ended.update({path: s.wait(job, timeout=120,
+                                    user="bob" if path == "no GitLab token" else "alice")
+                      for path, job in jobs.items()})
+
+    slow_terraform = tmp_path / "slow-terraform"
+    slow_terraform.write_text("#!/bin/sh\nexec sleep 30\n")
+    slow_terraform.chmod(0o755)
+    with scenario(tmp_path, pg_url, "terraform", worker={
+            "TERRAFORM_BIN": str(slow_terraform), "TERRAFORM_FMT_ENGINE": "binary",
+            "TERRAFORM_TIMEOUT": "1"}) as (s, _):
+        ended["terraform timeout"] = s.wait(submit(s, "rds", 42))
+
+    with scenario(tmp_path, pg_url, "nodb", worker={
+            "DATABASE_URL": f"postgresql+psycopg://postgres@{closed}/test",
+            "DATABASE_CONNECT_TIMEOUT": "1", "JOB_MAX_RETRIES": "0"}) as (s, _):
+        ended["database unreachable"] = s.wait(submit(s, "rds", 42))
+
+    expected = {
+        "success": ("SUCCESS", None),
+        "request not found": ("FAILURE", "REQUEST_NOT_FOUND"),
+        "template not found": ("FAILURE", "TEMPLATE_NOT_FOUND"),
+        "missing variable": ("FAILURE", "INVALID_REQUEST_DATA"),
+        "template breaks": ("FAILURE", "RENDER_ERROR"),
+        "invalid HCL": ("FAILURE", "VALIDATION_FAILED"),
+        "parser crash": ("FAILURE", "INTERNAL"),
+        "cancel": ("REVOKED", "CANCELED"),
+        "queue expiry": ("FAILURE", "TIMEOUT"),
+        "soft time limit": ("FAILURE", "TIMEOUT"),
+        "overdue sweep": ("FAILURE", "TIMEOUT"),
+        "hard time limit": ("FAILURE", "TIMEOUT"),
+        "no GitLab token": ("FAILURE", "GITLAB_AUTH"),
+        "no GitLab project": ("FAILURE", "GITLAB_NOT_FOUND"),
+        "GitLab unreachable": ("FAILURE", "GITLAB_UNAVAILABLE"),
+        "worker keeps dying": ("FAILURE", "INTERNAL"),
+        "terraform timeout": ("FAILURE", "TIMEOUT"),
+        "database unreachable": ("FAILURE", "DATABASE_UNAVAILABLE"),
+    }
+    seen = {path: (doc["status"], (doc["error"] or {}).get("code")) for path, doc in
+            ended.items()}
+    assert seen == expected
+    for path, doc in ended.items():
+        code = (doc["error"] or {}).get("code")
+        assert code is None or code in DESIGN_CODES, path
+        assert doc["finished_at"], path
+    assert "died" in ended["worker keeps dying"]["error"]["message"]
+    assert "TERRAFORM_TIMEOUT" in ended["terraform timeout"]["error"]["message"]
+    assert utcnow() >= ended["overdue sweep"]["finished_at"]
