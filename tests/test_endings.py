@@ -37,7 +37,18 @@ TEMPLATES = {"7.0.1": "x = {{ nope }}\n", "7.0.2": "x = {{ 1 / 0 }}\n",
 # id -> (module_version, delay_seconds, gitlab_project_id)
 ROWS = {301: ("7.0.1", 0, "p"), 302: ("7.0.2", 0, "p"), 303: ("7.0.3", 0, "p"),
         304: ("7.0.4", 0, "p"), 305: ("1.0.0", 3, "p"), 306: ("1.0.0", 0, "p"),
-        307: ("1.0.0", 3, "p"), 308: ("1.0.0", 0, None), 309: ("1.0.0", 3, "p")}
+        307: ("1.0.0", 3, "p"), 308: ("1.0.0", 0, None), 309: ("1.0.0", 3, "p"),
+        310: ("1.0.0", 0, "p")}
+DENY = ('package tfgen.walk\n\ndeny contains "request 310 may not be built" if {\n'
+        "\tinput.request.request_id == 310\n}\n")
+BROKEN = "package tfgen.broken\n\ndeny contains msg if {\n  msg :=\n}\n"
+
+
+def policy_dir(base: Path, name: str, text: str) -> str:
+    folder = base / name
+    folder.mkdir()
+    (folder / "walk.rego").write_text(text)
+    return str(folder)
 
 
 def seed(url: str) -> None:
@@ -107,7 +118,8 @@ def test_every_ending_path_ends_once_with_a_documented_code(
     ended: dict[str, dict[str, Any]] = {}
     closed = f"127.0.0.1:{free_port()}"  # nobody listens here
 
-    with scenario(tmp_path, pg_url, "plain") as (s, _):
+    denying = policy_dir(tmp_path, "policies-deny", DENY)
+    with scenario(tmp_path, pg_url, "plain", worker={"POLICY_DIR": denying}) as (s, _):
         jobs = {"success": submit(s, "rds", 42),
                 "request not found": submit(s, "rds", 987654),
                 "template not found": submit(s, "rds", 44),
@@ -115,7 +127,8 @@ def test_every_ending_path_ends_once_with_a_documented_code(
                 "template breaks": submit(s, "slowdb", 302),
                 "invalid HCL": submit(s, "slowdb", 303),
                 "parser crash": submit(s, "slowdb", 304),
-                "cancel": submit(s, "slowdb", 305)}
+                "cancel": submit(s, "slowdb", 305),
+                "policy denies": submit(s, "slowdb", 310)}
         s.wait(jobs["cancel"], until=lambda d: d["stage"] == "fetch")
         assert s.delete(jobs["cancel"]).status_code == 202
         ended.update({path: s.wait(job, timeout=120) for path, job in jobs.items()})
@@ -147,9 +160,12 @@ def test_every_ending_path_ends_once_with_a_documented_code(
 
     stuck = tmp_path / "stuck"
     stuck.mkdir()
-    with scenario(tmp_path, stuck_database(stuck), "hard",
-                  worker={"JOB_SOFT_TIME_LIMIT": "1", "JOB_TIME_LIMIT": "3"}) as (s, _):
-        ended["hard time limit"] = s.wait(submit(s, "stuck", 1))
+    broken = policy_dir(tmp_path, "policies-broken", BROKEN)
+    with scenario(tmp_path, stuck_database(stuck), "hard", worker={
+            "JOB_SOFT_TIME_LIMIT": "1", "JOB_TIME_LIMIT": "3", "POLICY_DIR": broken}) as (s, _):
+        hard = submit(s, "stuck", 1)
+        ended["policy does not compile"] = s.wait(submit(s, "rds", 42))
+        ended["hard time limit"] = s.wait(hard)
 
     gitlab = {"PUBLISHER": "gitlab", "GITLAB_URL": f"http://{closed}",
               "GITLAB_MAX_RETRIES": "0", "GITLAB_RETRY_MAX_TIME": "1",
@@ -189,6 +205,8 @@ def test_every_ending_path_ends_once_with_a_documented_code(
         "invalid HCL": ("FAILURE", "VALIDATION_FAILED"),
         "parser crash": ("FAILURE", "INTERNAL"),
         "cancel": ("REVOKED", "CANCELED"),
+        "policy denies": ("FAILURE", "POLICY_DENIED"),
+        "policy does not compile": ("FAILURE", "POLICY_ERROR"),
         "queue expiry": ("FAILURE", "TIMEOUT"),
         "soft time limit": ("FAILURE", "TIMEOUT"),
         "overdue sweep": ("FAILURE", "TIMEOUT"),
