@@ -68,6 +68,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def stop_server(proc: subprocess.Popen[str]) -> str:
+    """Stop a server process (SIGTERM) and return everything it wrote."""
+    if proc.poll() is None:
+        proc.terminate()
+    out, _ = proc.communicate(timeout=30)
+    return str(out)
+
+
 @pytest.fixture(scope="session")
 def redis_client() -> Iterator[redis.Redis]:
     """The shared Redis (CI starts one); this run's keys are removed afterwards."""

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, Stack, Worker, free_port
+from tests.conftest import ROOT, Stack, Worker, free_port, stop_server
 
 AUTH = "ops:flower-test"
 
@@ -56,10 +56,7 @@ class Flower:
 
     def stop(self) -> str:
         """Stop Flower and return what it printed."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        out, _ = self.proc.communicate(timeout=30)
-        return str(out)
+        return stop_server(self.proc)
 
 
 @pytest.fixture

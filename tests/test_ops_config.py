@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from config.flowerconfig import flower_options
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, stop_server
 
 
 class Gunicorn:
@@ -49,10 +49,7 @@ class Gunicorn:
 
     def stop(self) -> str:
         """Stop the server (SIGTERM) and return everything it wrote."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        out, _ = self.proc.communicate(timeout=30)
-        return str(out)
+        return stop_server(self.proc)
 
 
 @pytest.fixture
