@@ -111,6 +111,7 @@ def wait_record(stack: Stack, job_uuid: str, timeout: float = 60) -> JobRecord:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # six worker processes in turn
 def test_every_ending_path_ends_once_with_a_documented_code(
         tmp_path: Path, pg_url: str) -> None:
     assert set(JOB_FAILURE_CODES) <= DESIGN_CODES

@@ -96,6 +96,7 @@ class Beat:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # 150 jobs on 2 cores shared with other runs
 def test_every_accepted_job_ends_through_a_redis_restart(tmp_path: Path) -> None:
     server = RedisServer(tmp_path)
     server.start()
@@ -131,6 +132,7 @@ def test_every_accepted_job_ends_through_a_redis_restart(tmp_path: Path) -> None
             waiting = {job for job in waiting if stack.get(job).json["status"] not in FINAL}
             time.sleep(0.2)
         all_final_seconds = time.monotonic() - server.down_at
+        exited = [w.proc.returncode for w in workers if w.proc and w.proc.poll() is not None]
         docs = [stack.get(job).json for job in accepted]
     finally:
         beat.stop()
@@ -145,6 +147,7 @@ def test_every_accepted_job_ends_through_a_redis_restart(tmp_path: Path) -> None
           f"while it was down); Redis down for {server.down_seconds:.1f} s; all final "
           f"{all_final_seconds:.1f} s after it went down; endings {dict(codes)}")
     assert len(docs) == 150
+    assert not exited, f"a worker exited during the restart: {exited}"
     not_final = [d for d in docs if d["status"] not in FINAL]
     assert not not_final, (not_final[:3], "".join(workers[0].lines[-40:]))
     assert all(d["status"] == "SUCCESS" for d in docs), codes
