@@ -109,13 +109,17 @@ def _ssl_verify(value: str) -> bool | str:
 
 
 def _beat_schedule(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """What ``celery -A tasks beat`` sends, and how often (an interval of 0 turns it off)."""
+    """What ``celery -A tasks beat`` sends, and how often (an interval of 0 turns it off).
+
+    A run that waited longer than one interval is dropped: the next one does its work.
+    """
     schedule: dict[str, Any] = {}
-    sweep = int(cfg["JOB_SWEEP_INTERVAL"])
-    if sweep > 0:
-        # A sweep not run within its interval is dropped: the next one does its work.
-        schedule["tfgen.sweep"] = {"task": "tfgen.sweep", "schedule": float(sweep),
-                                   "options": {"queue": cfg["JOB_QUEUE"], "expires": sweep}}
+    for name, task, setting in (("tfgen-reconcile", "tfgen.reconcile", "RECONCILE_INTERVAL"),
+                                ("tfgen-sweep", "tfgen.sweep", "JOB_SWEEP_INTERVAL")):
+        interval = int(cfg[setting])
+        if interval > 0:
+            schedule[name] = {"task": task, "schedule": float(interval),
+                              "options": {"queue": cfg["JOB_QUEUE"], "expires": interval}}
     return schedule
 
 
@@ -296,15 +300,6 @@ def load_settings(
         "beat_schedule": _beat_schedule(cfg),
         "beat_schedule_filename": str(var_dir / "celerybeat-schedule"),
     }
-    if cfg["RECONCILE_INTERVAL"] > 0:
-        # ``celery -A tasks beat`` sends ``tfgen.reconcile`` this often; a run that
-        # waited longer than one interval is dropped (the next one does its work).
-        interval = cfg["RECONCILE_INTERVAL"]
-        cfg["CELERY"]["beat_schedule"] = {
-            "tfgen-reconcile": {"task": "tfgen.reconcile", "schedule": float(interval),
-                                "options": {"queue": cfg["JOB_QUEUE"], "expires": interval}},
-        }
-        cfg["CELERY"]["beat_schedule_filename"] = str(var_dir / "celerybeat-schedule")
     if broker.startswith("filesystem://"):
         queue_dir = var_dir / "queue"
         cfg["CELERY"]["broker_transport_options"] = {
