@@ -30,7 +30,7 @@ from flask import current_app
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
 
 from app.core.jobs import ACTIVE, JobRecord, JobStore, expire_overdue, utcnow
-from app.errors import Canceled, DatabaseUnavailable, TfgenError
+from app.errors import Canceled, JobStoreUnavailable, TfgenError
 from app.logs import get_logger
 from app.metrics import JOB_RETRIES, StageTimer
 from app.services import Services
@@ -50,7 +50,7 @@ class JobFailed(Exception):
         self.code = code
 
 
-class JobStoreUnavailable(Exception):
+class JobStoreAway(Exception):
     """The job store stayed unreachable past ``JOB_STORE_RETRY_TIME``."""
 
 
@@ -60,7 +60,7 @@ class PatientJobs:
     def __init__(self, jobs: JobStore, seconds: float) -> None:
         self.jobs = jobs
         self._retrying = Retrying(
-            retry=retry_if_exception_type(DatabaseUnavailable),
+            retry=retry_if_exception_type(JobStoreUnavailable),
             stop=stop_after_delay(seconds), wait=wait_exponential_jitter(0.2, 3),
             before_sleep=lambda state: log.warning(
                 "job.store_unavailable", attempt=state.attempt_number,
@@ -70,8 +70,8 @@ class PatientJobs:
     def _call(self, fn: Callable[[], T]) -> T:
         try:
             return self._retrying(fn)
-        except DatabaseUnavailable as e:
-            raise JobStoreUnavailable(str(e)) from e
+        except JobStoreUnavailable as e:
+            raise JobStoreAway(str(e)) from e
 
     def get(self, uuid: str) -> JobRecord | None:
         """``JobStore.get``, waiting out an outage."""
@@ -212,7 +212,7 @@ def generate(self: Task, job_uuid: str) -> str:
     jobs = PatientJobs(svc.jobs, float(current_app.config["JOB_STORE_RETRY_TIME"]))
     try:
         return _run(self, svc, jobs, job_uuid)
-    except JobStoreUnavailable as e:
+    except JobStoreAway as e:
         # Not acked: back to the queue (or, with the broker away too, left unacked for
         # the visibility timeout to restore). The record stays as it was.
         log.error("job.requeued", reason=f"job store unreachable: {e}")
@@ -266,7 +266,7 @@ def _run(self: Task, svc: Services, jobs: PatientJobs, job_uuid: str) -> str:
     try:
         result = svc.pipeline.run(job_uuid, started.job_request, started.owner,
                                   on_stage=on_stage, check_canceled=check_canceled)
-    except JobStoreUnavailable:
+    except JobStoreAway:
         raise
     except Canceled as e:
         return conclude(self, _finish(jobs, job_uuid, "REVOKED", error=e.to_dict()))
@@ -316,7 +316,7 @@ def _retry(self: Task, jobs: PatientJobs, job_uuid: str, e: TfgenError, attempt:
         raise self.retry(countdown=countdown, exc=e, max_retries=max_retries,
                          retry=True, retry_policy=policy) from e
     except Reject as lost:
-        raise JobStoreUnavailable(f"could not send the retry: {lost.reason}") from e
+        raise JobStoreAway(f"could not send the retry: {lost.reason}") from e
 
 
 @task_revoked.connect

@@ -246,7 +246,7 @@ class RedisJobStore:
             earlier = self.get(bound)
             if earlier is not None:
                 return earlier
-        raise DatabaseUnavailable("job store: idempotency key kept changing hands")
+        raise JobStoreUnavailable("job store: idempotency key kept changing hands")
 
     @cached_property
     def _create_script(self) -> Any:
@@ -393,7 +393,7 @@ class SqlJobStore:
                     return earlier
                 # Bound to a job that has no record: take the key over.
                 conn.execute(t.delete().where(t.c.key == idempotency_key, t.c.uuid == bound))
-        raise DatabaseUnavailable("job store: idempotency key kept changing hands")
+        raise JobStoreUnavailable("job store: idempotency key kept changing hands")
 
     def get(self, uuid: str) -> JobRecord | None:
         """Return the record unless unknown or past its TTL."""

@@ -145,9 +145,9 @@ class HookedJobStore:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def create(self, record: JobRecord) -> None:
-        """Store a new record."""
-        self.inner.create(record)
+    def create(self, record: JobRecord, idempotency_key: str | None = None) -> JobRecord:
+        """Store a new record (bound to its idempotency key in the same step)."""
+        return self.inner.create(record, idempotency_key)
 
     def get(self, uuid: str) -> JobRecord | None:
         """Return the record."""
@@ -177,9 +177,9 @@ class HookedJobStore:
         """Ping the wrapped store."""
         self.inner.ping()
 
-    def claim_idempotency(self, key: str, job_uuid: str) -> str | None:
-        """Bind an idempotency key."""
-        return self.inner.claim_idempotency(key, job_uuid)
+    def unfinished(self, limit: int = 500) -> tuple[JobRecord, ...]:
+        """Records not yet final, oldest first."""
+        return self.inner.unfinished(limit)
 
     def release_idempotency(self, key: str) -> None:
         """Forget an idempotency key."""
