@@ -147,7 +147,8 @@ def test_every_accepted_job_ends_through_a_redis_restart(tmp_path: Path) -> None
           f"while it was down); Redis down for {server.down_seconds:.1f} s; all final "
           f"{all_final_seconds:.1f} s after it went down; endings {dict(codes)}")
     assert len(docs) == 150
-    assert not exited, f"a worker exited during the restart: {exited}"
+    assert not exited, (f"a worker exited during the restart: {exited}",
+                        "".join(workers[0].lines[-60:]))
     not_final = [d for d in docs if d["status"] not in FINAL]
     assert not not_final, (not_final[:3], "".join(workers[0].lines[-40:]))
     assert all(d["status"] == "SUCCESS" for d in docs), codes
