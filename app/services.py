@@ -24,10 +24,11 @@ from app.core.publish.git import GitPublisher
 from app.core.publish.gitlab import GitLabPublisher
 from app.core.render import Renderer
 from app.core.requests import RequestStore, request_store_from_url
-from app.core.store import ApexStore, StoreSettings
+from app.core.store import ApexStore
 from app.core.validate import Validator
 from app.core.waivers import WaiverStore, waiver_store_from_url
 from app.metrics import observe_event, observe_gitlab
+from config.settings import SETTINGS_KEY, Settings
 
 __all__ = ["Services"]
 
@@ -41,7 +42,8 @@ class Services:
     @cached_property
     def store(self) -> ApexStore:
         """The APEX store (one engine and pool per process)."""
-        return ApexStore(StoreSettings.from_config(self.config))
+        settings: Settings = self.config[SETTINGS_KEY]
+        return ApexStore(settings.store)
 
     @cached_property
     def jobs(self) -> JobStore:

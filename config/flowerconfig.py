@@ -18,15 +18,15 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import ValidationError
+
+from config.settings.parts import FlowerSettings
+
 __all__ = ["flower_options"]
 
 
-def _split(value: str) -> list[str]:
-    return [part.strip() for part in value.split(",") if part.strip()]
-
-
 def flower_options(env: Mapping[str, str]) -> dict[str, Any]:
-    """Flower's options from ``env``.
+    """Flower's options from ``env`` (the ``FlowerSettings`` part of tfgen's settings).
 
     Args:
         env: The environment.
@@ -35,35 +35,39 @@ def flower_options(env: Mapping[str, str]) -> dict[str, Any]:
         Option names and values, as Flower's config file declares them.
 
     Raises:
-        SystemExit: ``APP_ENV=prod`` and no authentication is configured.
+        SystemExit: ``APP_ENV=prod`` and no authentication is configured, or a
+            ``FLOWER_*`` value is invalid.
     """
+    try:
+        flower = FlowerSettings.model_validate({k: v for k, v in env.items() if v})
+    except ValidationError as e:
+        raise SystemExit(f"Flower settings: {e}") from None
     options: dict[str, Any] = {
-        "address": env.get("FLOWER_ADDRESS", "0.0.0.0"),  # noqa: S104 - a pod's port
-        "port": int(env.get("FLOWER_PORT", "5555")),
-        "url_prefix": env.get("FLOWER_URL_PREFIX", ""),
+        "address": flower.address,
+        "port": flower.port,
+        "url_prefix": flower.url_prefix,
         # Behind the ingress: trust X-Forwarded-* for redirects and the OAuth callback.
         "xheaders": True,
         # Workers scale with the queue: forget pods gone for 5 minutes.
-        "purge_offline_workers": int(env.get("FLOWER_PURGE_OFFLINE_WORKERS", "300")),
+        "purge_offline_workers": flower.purge_offline_workers,
         # Task history lives in memory only (the job records are the truth): keep it small.
-        "max_tasks": int(env.get("FLOWER_MAX_TASKS", "10000")),
+        "max_tasks": flower.max_tasks,
         "persistent": False,
         "enable_events": True,
-        "inspect_timeout": float(env.get("FLOWER_INSPECT_TIMEOUT", "3000")),
+        "inspect_timeout": flower.inspect_timeout,
         # "args" is the request (aws/rds/42, the task's argsrepr), not the job UUID.
         "tasks_columns": "name,uuid,args,state,received,started,runtime,worker,retries",
     }
-    basic_auth = _split(env.get("FLOWER_BASIC_AUTH", ""))
-    if basic_auth:
-        options["basic_auth"] = basic_auth
-    oauth = {name: env.get(f"FLOWER_{name.upper()}", "") for name in (
+    if flower.basic_auth:
+        options["basic_auth"] = list(flower.basic_auth)
+    oauth = {name: getattr(flower, name) for name in (
         "auth_provider", "oauth2_key", "oauth2_secret", "oauth2_redirect_uri", "auth")}
-    if oauth["auth_provider"]:
+    if flower.auth_provider:
         missing = [f"FLOWER_{k.upper()}" for k, v in oauth.items() if not v]
         if missing:
             raise SystemExit(f"Flower OAuth needs {', '.join(missing)}")
         options.update(oauth)
-    if env.get("APP_ENV", "dev") == "prod" and not basic_auth and not oauth["auth_provider"]:
+    if flower.app_env == "prod" and not flower.basic_auth and not flower.auth_provider:
         raise SystemExit("Flower refuses to start unauthenticated with APP_ENV=prod: set "
                          "FLOWER_BASIC_AUTH, or FLOWER_AUTH_PROVIDER with FLOWER_OAUTH2_*")
     return options

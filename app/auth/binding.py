@@ -11,7 +11,7 @@ from flask.wrappers import Response
 from app.auth.dev import dev_jwk, load_dev_signing_key
 from app.auth.keys import JwksCache, StaticKeys
 from app.auth.principal import Principal
-from app.auth.settings import EXTENSION_KEY, AuthSettings
+from app.auth.settings import EXTENSION_KEY, AuthSettings, auth_settings
 from app.auth.tokens import AuthState, TokenVerifier
 from app.errors import Unauthorized
 
@@ -51,7 +51,7 @@ def init_auth(app: Flask) -> None:
         ValueError: A setting is missing or invalid, or ``AUTH_MODE=dev`` is set while
             ``APP_ENV`` is not dev or test.
     """
-    settings = AuthSettings.from_config(app.config)
+    settings = auth_settings(app.config)
     app.extensions[EXTENSION_KEY] = AuthState(settings, build_verifier(settings))
     if settings.mode == "dev":
         log.warning("AUTH_MODE=dev: tokens are signed by the local key %s", settings.dev_key_path)

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask
 
-from app.auth.settings import EXTENSION_KEY, AuthSettings
+from app.auth.settings import EXTENSION_KEY, AuthSettings, auth_settings
 
 __all__ = ["dev_jwk", "load_dev_signing_key", "mint_dev_token"]
 
@@ -95,7 +95,7 @@ def mint_dev_token(
         settings = app_or_settings
     else:
         state = app_or_settings.extensions.get(EXTENSION_KEY)
-        settings = state.settings if state else AuthSettings.from_config(app_or_settings.config)
+        settings = state.settings if state else auth_settings(app_or_settings.config)
     if settings.mode != "dev":
         raise ValueError("dev tokens can only be minted with AUTH_MODE=dev")
     key = load_dev_signing_key(settings.dev_key_path)

@@ -8,7 +8,7 @@ from typing import Any
 from flask import Flask
 from jinja2 import BaseLoader, ChoiceLoader, FileSystemLoader
 
-from app.auth.settings import EXTENSION_KEY, AuthSettings
+from app.auth.settings import EXTENSION_KEY, AuthSettings, auth_settings
 from app.auth.tokens import AuthState
 
 __all__ = ["AUTHORIZATIONS", "SECURITY", "authorizations", "register_swagger_ui",
@@ -69,7 +69,7 @@ def register_swagger_ui(app: Flask, api: Any | None = None) -> None:
         loaders.append(app.jinja_loader)
     app.jinja_loader = ChoiceLoader(loaders)  # type: ignore[misc,assignment]
     state: AuthState | None = app.extensions.get(EXTENSION_KEY)
-    settings = state.settings if state else AuthSettings.from_config(app.config)
+    settings = state.settings if state else auth_settings(app.config)
     app.config.setdefault("SWAGGER_UI_OAUTH_SCOPES", " ".join(settings.swagger_scopes))
     if api is not None:
         api.authorizations = authorizations(settings)

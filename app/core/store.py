@@ -26,7 +26,6 @@ import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -44,6 +43,7 @@ from app.errors import (
     TemplateNotFound,
     TfgenError,
 )
+from config.settings.parts import StoreSettings
 
 __all__ = ["IDENTIFIER", "ApexStore", "StoreSettings", "create_engine", "plain_value"]
 
@@ -107,61 +107,6 @@ def _rule_order(rule: Mapping[str, Any]) -> tuple[tuple[int, Any], ...]:
         else:
             key.append((1, str(value)))
     return tuple(key)
-
-
-@dataclass(frozen=True)
-class StoreSettings:
-    """Connection, pool and naming settings of the APEX store.
-
-    Attributes:
-        url: SQLAlchemy URL (``oracle+oracledb://...``, ``sqlite:///...``,
-            ``postgresql+psycopg://...``).
-        schema: Schema (Oracle: owner) holding the APEX objects when it is not the
-            connecting user's own; ``None`` for the default schema.
-        pool_size: Connections kept open per process; 0 opens a new connection for
-            every use (for an external pooler such as Oracle DRCP or PgBouncer).
-        max_overflow: Extra connections allowed above ``pool_size`` under load.
-        pool_timeout: Seconds to wait for a free pooled connection.
-        pool_recycle: Seconds after which a pooled connection is replaced (keep it
-            below any firewall or database idle timeout).
-        pool_pre_ping: Ping each connection on checkout (one more round trip per use).
-        connect_timeout: Seconds to wait for a new connection.
-        catalog_ttl: Seconds the catalog (and a missing rules view) stays cached.
-        template_table: Name of the template table.
-        users_table: Name of the users table.
-        request_view: Request view name, with ``{cloud_id}`` and ``{resource_type}``.
-    """
-
-    url: str
-    schema: str | None = None
-    pool_size: int = 5
-    max_overflow: int = 5
-    pool_timeout: float = 10.0
-    pool_recycle: int = 1800
-    pool_pre_ping: bool = False
-    connect_timeout: float = 5.0
-    catalog_ttl: float = 30.0
-    template_table: str = "tf_template"
-    users_table: str = "users"
-    request_view: str = "v_{cloud_id}_{resource_type}_requests"
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> StoreSettings:
-        """Build from the application configuration mapping (``DATABASE_*`` keys)."""
-        return cls(
-            url=config["DATABASE_URL"],
-            schema=config.get("DATABASE_SCHEMA") or None,
-            pool_size=int(config.get("DATABASE_POOL_SIZE", 5)),
-            max_overflow=int(config.get("DATABASE_MAX_OVERFLOW", 5)),
-            pool_timeout=float(config.get("DATABASE_POOL_TIMEOUT", 10)),
-            pool_recycle=int(config.get("DATABASE_POOL_RECYCLE", 1800)),
-            pool_pre_ping=bool(config.get("DATABASE_POOL_PRE_PING", False)),
-            connect_timeout=float(config.get("DATABASE_CONNECT_TIMEOUT", 5)),
-            catalog_ttl=float(config.get("CATALOG_TTL", 30)),
-            template_table=config.get("APEX_TEMPLATE_TABLE", "tf_template"),
-            users_table=config.get("APEX_USERS_TABLE", "users"),
-            request_view=config.get("APEX_REQUEST_VIEW", "v_{cloud_id}_{resource_type}_requests"),
-        )
 
 
 def _connect_args(url: sa.engine.URL, timeout: float) -> dict[str, Any]:

@@ -40,15 +40,22 @@ def dev_app(dev_config: dict[str, Any]) -> Flask:
     return app
 
 
-@pytest.mark.parametrize("app_env", ["prod", None])
 def test_dev_mode_is_refused_unless_app_env_is_dev_or_test(
-    dev_config: dict[str, Any], key_path: Path, app_env: str | None
+    dev_config: dict[str, Any], key_path: Path
 ) -> None:
     app = Flask(__name__)
-    app.config.update({**dev_config, "APP_ENV": app_env})
+    app.config.update({**dev_config, "APP_ENV": "prod"})
     with pytest.raises(ValueError, match=r"AUTH_MODE=dev is refused when APP_ENV=prod"):
         init_auth(app)
     assert not key_path.exists()
+
+
+def test_unset_app_env_means_dev_for_auth_as_for_the_rest(dev_config: dict[str, Any]) -> None:
+    # One APP_ENV default everywhere (auth used to default to prod, the rest to dev).
+    app = Flask(__name__)
+    app.config.update({k: v for k, v in dev_config.items() if k != "APP_ENV"})
+    init_auth(app)
+    assert app.extensions["tfgen_auth"].settings.app_env == "dev"
 
 
 def test_key_is_created_on_first_use_with_0600(

@@ -79,7 +79,7 @@ class Apex:
     schema: str | None = None
 
     def store(self, **settings: Any) -> ApexStore:
-        return ApexStore(StoreSettings(self.url, schema=self.schema, **settings))
+        return ApexStore(StoreSettings(url=self.url, schema=self.schema, **settings))
 
 
 def _fill(engine: sa.Engine, schema: str | None = None) -> None:
@@ -356,7 +356,7 @@ def test_refused_connection_is_database_unavailable(apex: Apex, tmp_path: Path) 
         url = f"sqlite:///{tmp_path / 'no-such-dir' / 'apex.sqlite'}"
     else:
         url = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/test"
-    store = ApexStore(StoreSettings(url, connect_timeout=2))
+    store = ApexStore(StoreSettings(url=url, connect_timeout=2))
     for call in (store.catalog, store.ping, lambda: store.user_token("alice")):
         with pytest.raises(DatabaseUnavailable) as caught:
             call()
@@ -587,7 +587,7 @@ class Proxy:
 def test_a_lost_database_is_unavailable_then_back(pg: Apex) -> None:
     url = sa.make_url(pg.url)
     proxy = Proxy((url.host or "127.0.0.1", url.port or 5432)).start()
-    store = ApexStore(StoreSettings(url.set(port=proxy.port).render_as_string(False),
+    store = ApexStore(StoreSettings(url=url.set(port=proxy.port).render_as_string(False),
                                     connect_timeout=2))
     try:
         assert store.load(EC2)[0].row["id"] == 7
@@ -609,7 +609,7 @@ def test_a_lost_database_is_unavailable_then_back(pg: Apex) -> None:
 def test_catalog_served_from_cache_when_a_refresh_fails(pg: Apex) -> None:
     url = sa.make_url(pg.url)
     proxy = Proxy((url.host or "127.0.0.1", url.port or 5432)).start()
-    store = ApexStore(StoreSettings(url.set(port=proxy.port).render_as_string(False),
+    store = ApexStore(StoreSettings(url=url.set(port=proxy.port).render_as_string(False),
                                     connect_timeout=2, catalog_ttl=0))
     try:
         before = store.catalog()
@@ -632,11 +632,11 @@ def test_objects_in_another_schema_via_database_schema(pg: Apex) -> None:
         _fill(admin, schema=apex_owner)
         # tfgen connects with its own (empty) schema first on the search path.
         url = f"{PG_URL}?options=-csearch_path%3D{tfgen_user}"
-        unqualified = ApexStore(StoreSettings(url))
+        unqualified = ApexStore(StoreSettings(url=url))
         with pytest.raises(sa.exc.ProgrammingError):
             unqualified.catalog()
         unqualified.dispose()
-        store = ApexStore(StoreSettings(url, schema=apex_owner))
+        store = ApexStore(StoreSettings(url=url, schema=apex_owner))
         assert_compiles_for_oracle(store, prefix=f"{apex_owner}.")
         resource, template = store.load(EC2)
         assert len(resource.sg_rules) == 2
