@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import jwt
 import requests
+from jwt import PyJWKClient, PyJWKClientError, PyJWKSet
+from jwt.jwk_set_cache import JWKSetCache
 
 from app.errors import ApiError, Unauthorized
 
-__all__ = ["MAX_JWKS_BYTES", "AuthUnavailable", "JwksCache", "KeySource", "StaticKeys",
+__all__ = ["MAX_JWKS_BYTES", "UNKNOWN_KID_REFETCH_INTERVAL", "AuthUnavailable", "JwksCache",
+           "KeySource", "StaticKeys", "usable_entries",
            "parse_jwks"]
 
 log = logging.getLogger(__name__)
@@ -55,21 +57,45 @@ class StaticKeys:
             raise Unauthorized("unknown signing key") from None
 
 
-class JwksCache:
-    """The identity provider's JWK set: fetched on demand, cached, refetched with care.
+class _ExpiringSet(JWKSetCache):
+    """PyJWT's JWK-set cache, expiring at a time the owner chooses per put.
 
-    - The set is cached ``ttl`` seconds, then refetched on the next use.
-    - A ``kid`` missing from the cache triggers one refetch (the IdP may have rotated
-      keys), but at most one such refetch per ``refetch_interval`` seconds (a few, per
-      process): a flood of tokens with bogus kids costs one fetch per interval, and a
-      bogus kid cannot hold back a real rotation for longer than that interval.
-    - A failed fetch waits ``cooldown`` seconds before the next try, and stale keys keep
-      serving meanwhile.
-    - Each fetch has a short ``timeout`` and a size limit.
-    - Only ``RSA`` keys (RS256) and ``EC`` P-256 keys (ES256) for signing are kept;
-      symmetric (``oct``) keys and other algorithms in the set are ignored.
+    A good set lives ``lifespan`` seconds; stale keys re-served after a failed fetch
+    live only ``next_lifespan`` (the failure cool-down), so the next try comes sooner.
+    """
 
-    When ``url`` is None it is discovered from ``{issuer}/.well-known/openid-configuration``.
+    def __init__(self, lifespan: float, clock: Callable[[], float]) -> None:
+        super().__init__(lifespan)
+        self.next_lifespan = lifespan
+        self._clock = clock
+        self._expires_at = float("-inf")
+
+    def put(self, jwk_set: PyJWKSet | dict[str, Any] | None) -> None:
+        super().put(jwk_set)
+        self._expires_at = self._clock() + self.next_lifespan
+
+    def is_expired(self) -> bool:
+        return self.jwk_set_with_timestamp is not None and self._clock() >= self._expires_at
+
+
+class JwksCache(PyJWKClient):
+    """The identity provider's JWK set: PyJWT's ``PyJWKClient`` plus what it lacks.
+
+    From ``PyJWKClient``: the set cached ``ttl`` seconds (its lifespan), one lock, and a
+    ``kid`` missing from the cache triggering one refetch (the IdP may have rotated keys)
+    at most once per ``refetch_interval`` seconds per process (its cool-down, which here
+    counts only those forced refetches): a flood of bogus kids costs one fetch per
+    interval, and a bogus kid cannot hold back a real rotation for longer.
+
+    Added here:
+    - a failed fetch keeps serving the stale keys and waits ``cooldown`` seconds before
+      the next try (no keys at all: ``AuthUnavailable``, a 503, not a 401);
+    - each fetch has a short ``timeout`` and a size cap (``MAX_JWKS_BYTES``);
+    - only ``RSA`` keys (RS256) and ``EC`` P-256 keys (ES256) for signing are kept;
+    - when ``url`` is None it is discovered from ``{issuer}/.well-known/openid-configuration``.
+
+    ``clock`` drives the set's lifespan and the failure cool-down (tests move it by hand);
+    PyJWT reads ``time.monotonic()`` for the refetch interval.
     """
 
     def __init__(
@@ -85,18 +111,17 @@ class JwksCache:
     ) -> None:
         if url is None and issuer is None:
             raise ValueError("JwksCache needs a JWKS url or an issuer to discover it from")
-        self._url = url
+        discovery = f"{str(issuer).rstrip('/')}/.well-known/openid-configuration"
+        super().__init__(url or discovery, lifespan=ttl, timeout=timeout,
+                         cooldown_duration=refetch_interval)
+        self._discover = url is None
         self._issuer = issuer
-        self._ttl = ttl
         self._cooldown = cooldown
-        self._refetch_interval = refetch_interval
-        self._timeout = timeout
         self._clock = clock
-        self._lock = threading.Lock()
-        self._keys: dict[str, jwt.PyJWK] | None = None
-        self._refresh_due = float("-inf")
+        self._cache = _ExpiringSet(ttl, clock)
+        self.jwk_set_cache = self._cache
+        self._stale: dict[str, Any] | None = None
         self._failed_at: float | None = None
-        self._forced_at: float | None = None
         self.fetch_count = 0
 
     def signing_key(self, kid: str) -> jwt.PyJWK:
@@ -106,76 +131,73 @@ class JwksCache:
             Unauthorized: ``kid`` is unknown even after a permitted refetch.
             AuthUnavailable: No keys could ever be fetched.
         """
-        with self._lock:
-            now = self._clock()
-            fetched_now = False
-            if now >= self._refresh_due:
-                fetched_now = self._refresh(now)
-            key = self._known(kid)
-            if key is None and not fetched_now and self._may_force(now):
-                self._forced_at = now
-                self._refresh(now)
-                key = self._known(kid)
-            if key is not None:
-                return key
-            if self._keys is None:
-                raise AuthUnavailable("the identity provider's signing keys are unavailable")
-            raise Unauthorized("unknown signing key")
-
-    def _known(self, kid: str) -> jwt.PyJWK | None:
-        return None if self._keys is None else self._keys.get(kid)
-
-    def _may_force(self, now: float) -> bool:
-        return self._forced_at is None or now - self._forced_at >= self._refetch_interval
-
-    def _refresh(self, now: float) -> bool:
-        """Fetch the set unless a recent failure asks to wait; return whether it worked."""
-        if self._failed_at is not None and now - self._failed_at < self._cooldown:
-            return False
         try:
-            url = self._jwks_url()
+            return self.get_signing_key(kid)
+        except PyJWKClientError:
+            raise Unauthorized("unknown signing key") from None
+
+    def fetch_data(self) -> Any:
+        """The usable part of the JWK set; the stale set while the IdP fails.
+
+        Raises:
+            AuthUnavailable: The fetch failed and no keys were ever fetched.
+        """
+        now = self._clock()
+        if self._failed_at is not None and now - self._failed_at < self._cooldown:
+            return self._serve_stale()
+        try:
             self.fetch_count += 1
-            keys = parse_jwks(self._get_json(url))
-            if not keys:
-                raise ValueError(f"{url} lists no RS256/ES256 signing key")
+            document = _get_json(self._jwks_url(), self.timeout)
+            usable = usable_entries(document)
+            if not usable:
+                raise ValueError(f"{self.uri} lists no RS256/ES256 signing key")
         except (requests.RequestException, ValueError) as e:
             # Stale keys keep serving; the next attempt waits a cool-down, not a full TTL.
-            self._failed_at, self._refresh_due = now, now + self._cooldown
-            log.warning("JWKS fetch failed, keeping %s cached keys: %s", len(self._keys or {}), e)
-            return False
-        self._keys, self._failed_at, self._refresh_due = keys, None, now + self._ttl
-        log.info("JWKS fetched: %d signing keys (kids %s)", len(keys), sorted(keys))
-        return True
+            self._failed_at = now
+            log.warning("JWKS fetch failed, keeping the cached keys: %s", e)
+            return self._serve_stale()
+        self._stale, self._failed_at = {"keys": usable}, None
+        self._cache.next_lifespan = self._cache.lifespan
+        log.info("JWKS fetched: %d signing keys (kids %s)", len(usable),
+                 sorted(str(entry["kid"]) for entry in usable))
+        return self._stale
+
+    def _serve_stale(self) -> dict[str, Any]:
+        if self._stale is None:
+            raise AuthUnavailable("the identity provider's signing keys are unavailable")
+        self._cache.next_lifespan = self._cooldown
+        return self._stale
 
     def _jwks_url(self) -> str:
-        if self._url is None:
+        if self._discover:
             issuer = str(self._issuer)
-            discovery = f"{issuer.rstrip('/')}/.well-known/openid-configuration"
-            document = self._get_json(discovery)
+            document = _get_json(self.uri, self.timeout)
             if document.get("issuer") != issuer:  # OpenID Connect Discovery 1.0, 4.3
-                raise ValueError(f"{discovery} names another issuer")
+                raise ValueError(f"{self.uri} names another issuer")
             jwks_uri = document.get("jwks_uri")
             if not isinstance(jwks_uri, str) or not jwks_uri:
-                raise ValueError(f"{discovery} has no jwks_uri")
-            self._url = jwks_uri
-        return self._url
-
-    def _get_json(self, url: str) -> dict[str, Any]:
-        with requests.get(
-            url, timeout=self._timeout, stream=True, headers={"Accept": "application/json"}
-        ) as response:
-            response.raise_for_status()
-            body = response.raw.read(MAX_JWKS_BYTES + 1, decode_content=True)
-        if len(body) > MAX_JWKS_BYTES:
-            raise ValueError(f"{url} answered more than {MAX_JWKS_BYTES} bytes")
-        document = json.loads(body)
-        if not isinstance(document, dict):
-            raise ValueError(f"{url} did not answer a JSON object")
-        return document
+                raise ValueError(f"{self.uri} has no jwks_uri")
+            self.uri, self._discover = jwks_uri, False
+        return self.uri
 
 
-def parse_jwks(document: Mapping[str, Any]) -> dict[str, jwt.PyJWK]:
-    """Return the usable signing keys of a JWK set by ``kid``; skip the others.
+def _get_json(url: str, timeout: float) -> dict[str, Any]:
+    """GET a JSON object, reading at most ``MAX_JWKS_BYTES`` (PyJWT reads unbounded)."""
+    with requests.get(
+        url, timeout=timeout, stream=True, headers={"Accept": "application/json"}
+    ) as response:
+        response.raise_for_status()
+        body = response.raw.read(MAX_JWKS_BYTES + 1, decode_content=True)
+    if len(body) > MAX_JWKS_BYTES:
+        raise ValueError(f"{url} answered more than {MAX_JWKS_BYTES} bytes")
+    document = json.loads(body)
+    if not isinstance(document, dict):
+        raise ValueError(f"{url} did not answer a JSON object")
+    return document
+
+
+def usable_entries(document: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The RS256/ES256 signing keys of a JWK set, each with its ``alg``; skip the others.
 
     Raises:
         ValueError: The document is not a JWK set.
@@ -183,7 +205,7 @@ def parse_jwks(document: Mapping[str, Any]) -> dict[str, jwt.PyJWK]:
     entries = document.get("keys")
     if not isinstance(entries, list):
         raise ValueError("JWKS has no 'keys' list")
-    keys: dict[str, jwt.PyJWK] = {}
+    usable: list[dict[str, Any]] = []
     for entry in entries:
         if not isinstance(entry, dict) or entry.get("use", "sig") != "sig":
             continue
@@ -194,7 +216,18 @@ def parse_jwks(document: Mapping[str, Any]) -> dict[str, jwt.PyJWK]:
         if kty == "EC" and entry.get("crv") != "P-256":
             continue
         try:
-            keys[kid] = jwt.PyJWK(entry, algorithm=expected)
+            jwt.PyJWK(entry, algorithm=expected)
         except jwt.PyJWTError as e:
             log.warning("JWKS key %s skipped: %s", kid, e)
-    return keys
+            continue
+        usable.append({**entry, "alg": expected})
+    return usable
+
+
+def parse_jwks(document: Mapping[str, Any]) -> dict[str, jwt.PyJWK]:
+    """Return the usable signing keys of a JWK set by ``kid``; skip the others.
+
+    Raises:
+        ValueError: The document is not a JWK set.
+    """
+    return {entry["kid"]: jwt.PyJWK(entry) for entry in usable_entries(document)}
