@@ -54,7 +54,7 @@ limit_request_line = 4094
 limit_request_fields = 100
 
 _level = os.environ.get("LOG_LEVEL", "INFO").upper()
-# The app's own default (config/settings.py): one format for every line of the process.
+# The app's own default (config/settings/): one format for every line of the process.
 _format = os.environ.get("LOG_FORMAT") or (
     "json" if os.environ.get("APP_ENV", "dev") == "prod" else "console")
 accesslog = "-"

@@ -15,9 +15,16 @@ from jwt.jwk_set_cache import JWKSetCache
 
 from app.errors import ApiError, Unauthorized
 
-__all__ = ["MAX_JWKS_BYTES", "UNKNOWN_KID_REFETCH_INTERVAL", "AuthUnavailable", "JwksCache",
-           "KeySource", "StaticKeys", "usable_entries",
-           "parse_jwks"]
+__all__ = [
+    "MAX_JWKS_BYTES",
+    "UNKNOWN_KID_REFETCH_INTERVAL",
+    "AuthUnavailable",
+    "JwksCache",
+    "KeySource",
+    "StaticKeys",
+    "parse_jwks",
+    "usable_entries",
+]
 
 log = logging.getLogger(__name__)
 
