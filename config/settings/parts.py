@@ -334,7 +334,7 @@ class AuthSettings(Part):
     token_url: Optional = env("OIDC_TOKEN_URL", None)
     cloud_permissions: Annotated[dict[str, frozenset[str]], BeforeValidator(_cloud_permissions)] = (
         env("CLOUD_PERMISSIONS", {}))
-    admin_group: Optional = env("ADMIN_GROUP", None)
+    admin_group: Optional = env("ADMIN_GROUP", "tfgen-admins")
     realm: Annotated[str, BeforeValidator(_realm)] = env("AUTH_REALM", "tfgen")
     dev_key_path: Path = env("AUTH_DEV_KEY_PATH", Path("var/dev-signing-key.pem"))
     protected_prefix: str = env("AUTH_PROTECTED_PREFIX", "/api/v1/")

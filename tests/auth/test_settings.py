@@ -31,7 +31,7 @@ def test_defaults() -> None:
     assert s.authorization_url == "https://idp.example/realms/tfgen/protocol/openid-connect/auth"
     assert s.token_url == "https://idp.example/realms/tfgen/protocol/openid-connect/token"
     assert s.cloud_permissions == {}
-    assert s.admin_group is None
+    assert s.admin_group == "tfgen-admins"  # the default the app always ran with
 
 
 def test_overrides_and_parsing() -> None:
