@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,12 +60,22 @@ def register_extensions(app: Flask) -> None:
     """Bind the domain services, Celery and authentication to the app."""
     require_database_driver(app.config["DATABASE_URL"])
     _make_embedded_dirs(app.config)
-    app.extensions["tfgen"] = Services(app.config)
-    celery_init_app(app)
+    services = app.extensions["tfgen"] = Services(app.config)
+    celery = celery_init_app(app)
+    services.on_event = webhook_notifier(services, celery, app.config["WEBHOOK_QUEUE"])
     try:
         init_auth(app)
     except ValueError as e:
         raise ConfigError(str(e)) from e
+
+
+def webhook_notifier(services: Services, celery: Celery, queue: str) -> Callable[[str], None]:
+    """After an event is appended, ask the webhook queue for a fan-out (when any exist)."""
+    def notify(cursor: str) -> None:
+        webhooks = services.webhooks
+        if webhooks is not None and webhooks.any():
+            celery.send_task("tfgen.webhooks.fan_out", queue=queue)
+    return notify
 
 
 def require_database_driver(url: str) -> None:
@@ -116,6 +126,7 @@ def register_apis(app: Flask) -> None:
         requests,
         templates,
         waivers,
+        webhooks,
     )
     from app.apis.bodies import register_body_limits
     from app.apis.errors import register_error_handlers
@@ -129,6 +140,7 @@ def register_apis(app: Flask) -> None:
     api.add_namespace(terraform_ns)
     api.add_namespace(jobs.ns)
     api.add_namespace(waivers.ns)
+    api.add_namespace(webhooks.ns)
     api.add_namespace(requests.ns)
     api.add_namespace(events.ns)
     api.add_namespace(hooks.ns)

@@ -6,14 +6,15 @@ connections on first use, so a Celery parent can build them before it forks.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cached_property
 from typing import Any
 
 import redis
 
+from app.core.backoff import retry_countdown
 from app.core.checkov import Checkov
-from app.core.events import EventLog, event_log_from_url
+from app.core.events import EventLog, RedisEventLog, event_log_from_url
 from app.core.jobs import JobStore, job_store_from_url
 from app.core.lifecycle import HookedJobStore, Lifecycle
 from app.core.locks import LocalLocks, LockFactory, RedisLocks
@@ -27,6 +28,7 @@ from app.core.requests import RequestStore, request_store_from_url
 from app.core.store import ApexStore
 from app.core.validate import Validator
 from app.core.waivers import WaiverStore, waiver_store_from_url
+from app.core.webhooks import SecretBox, WebhookStore
 from app.metrics import observe_event, observe_gitlab
 from config.settings import SETTINGS_KEY, Settings
 
@@ -38,6 +40,8 @@ class Services:
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.config = config
+        # Set by the app factory: asks for a webhook fan-out after an event is appended.
+        self.on_event: Callable[[str], None] | None = None
 
     @cached_property
     def store(self) -> ApexStore:
@@ -72,7 +76,22 @@ class Services:
         """The one hook every job and request change goes through."""
         return Lifecycle(self.events, self.requests,
                          target_branch=self.config["GITLAB_TARGET_BRANCH"],
-                         gitlab_url=self.config.get("GITLAB_URL"), observer=observe_event)
+                         gitlab_url=self.config.get("GITLAB_URL"), observer=observe_event,
+                         on_append=self.on_event)
+
+    @cached_property
+    def webhooks(self) -> WebhookStore | None:
+        """Webhook subscriptions and their outbox, beside the event log (Redis only)."""
+        events = self.events
+        if not isinstance(events, RedisEventLog):
+            return None
+        c = self.config
+        base, cap = float(c["WEBHOOK_BACKOFF_BASE"]), float(c["WEBHOOK_BACKOFF_MAX"])
+        return WebhookStore(events.client, events, prefix=c["JOB_KEY_PREFIX"],
+                            box=SecretBox(c.get("WEBHOOK_SECRET_KEY")),
+                            max_attempts=int(c["WEBHOOK_MAX_ATTEMPTS"]),
+                            backoff=lambda n: retry_countdown(n, cap, base=base),
+                            rotation_grace=float(c["WEBHOOK_ROTATION_GRACE"]))
 
     @cached_property
     def waivers(self) -> WaiverStore:

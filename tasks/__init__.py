@@ -7,6 +7,7 @@ from app import create_app
 flask_app = create_app()
 app = celery = flask_app.extensions["celery"]
 
+from tasks import deliver as deliver  # noqa: E402 - webhooks out
 from tasks import generate as generate  # noqa: E402 - registers the task on the app
 from tasks import hooks as hooks  # noqa: E402 - GitLab webhook events
 from tasks import observe as observe  # noqa: E402 - connects the logging/metrics signals

@@ -18,7 +18,6 @@ which learns it from task events) tells the same story:
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, TypeVar
 
@@ -29,6 +28,7 @@ from celery.signals import task_revoked
 from flask import current_app
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
 
+from app.core.backoff import retry_countdown
 from app.core.jobs import ACTIVE, JobRecord, JobStore, expire_overdue, utcnow
 from app.errors import Canceled, JobStoreUnavailable, TfgenError
 from app.logs import get_logger
@@ -85,12 +85,6 @@ class PatientJobs:
     def expire_overdue(self, record: JobRecord, config: Mapping[str, Any]) -> JobRecord:
         """``expire_overdue``, waiting out an outage."""
         return self._call(lambda: expire_overdue(self.jobs, record, config))
-
-
-def retry_countdown(retries: int, cap: int, retry_after: float | None = None) -> float:
-    """Exponential backoff with full jitter, at least ``retry_after`` when the service said so."""
-    backoff = random.uniform(0, min(cap, 2 ** (retries + 1)))
-    return min(cap, max(backoff, retry_after or 0))
 
 
 def _soft_limit_hit(e: BaseException) -> bool:

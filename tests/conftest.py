@@ -137,8 +137,10 @@ def stack_env(base: Path, database_url: str, name: str) -> dict[str, str]:
 class Worker:
     """A real ``celery -A tasks worker`` process on the stack's queue."""
 
-    def __init__(self, env: Mapping[str, str], concurrency: int = 2, log: Path | None = None):
+    def __init__(self, env: Mapping[str, str], concurrency: int = 2, log: Path | None = None,
+                 queues: str | None = None):
         self.env = {**os.environ, **env}
+        self.queues = queues or self.env["JOB_QUEUE"]
         self.concurrency = concurrency
         self.lines: list[str] = []
         self.proc: subprocess.Popen[str] | None = None
@@ -147,8 +149,8 @@ class Worker:
     def start(self, timeout: float = 60) -> Worker:
         """Start the worker and wait until it says it is ready."""
         cmd = [sys.executable, "-m", "celery", "-A", "tasks", "worker",
-               "-Q", self.env["JOB_QUEUE"], "-c", str(self.concurrency), "-P", "prefork",
-               "-n", f"{self.env['JOB_QUEUE']}-{uuid.uuid4().hex[:6]}@%h",
+               "-Q", self.queues, "-c", str(self.concurrency), "-P", "prefork",
+               "-n", f"{self.queues}-{uuid.uuid4().hex[:6]}@%h",
                "--without-gossip", "--without-mingle", "-l", "INFO"]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)

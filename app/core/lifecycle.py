@@ -8,7 +8,9 @@
   webhook or the reconciler), which applies a step of ``app/core/requests.py`` inside
   the request store's compare-and-set and appends ``request.<state>`` when the state moved.
 
-Events (``app/core/events.py``) are written here and nowhere else.
+Events (``app/core/events.py``) are written here and nowhere else; after each append
+``on_append`` (when set) is told, which is how webhooks out hear of it
+(``app/core/webhooks.py``).
 """
 
 from __future__ import annotations
@@ -40,11 +42,15 @@ class Lifecycle:
         gitlab_url: GitLab's base URL, to name a project by its path.
         observer: Told the type of each event appended, and ``lifecycle.hook_failed``
             (metrics).
+        on_append: Called with the cursor of each appended event (webhooks out). It
+            must be cheap; what it raises is logged, never raised: the event is written.
     """
 
     def __init__(self, events: EventLog, requests: RequestStore, *, target_branch: str = "main",
                  gitlab_url: str | None = None,
-                 observer: Callable[[str], None] = lambda kind: None) -> None:
+                 observer: Callable[[str], None] = lambda kind: None,
+                 on_append: Callable[[str], None] | None = None) -> None:
+        self.on_append = on_append
         self.events = events
         self.observer = observer
         self.requests = requests
@@ -121,12 +127,17 @@ class Lifecycle:
 
     def _append(self, kind: str, owner: str, request: Mapping[str, Any], job_uuid: str | None,
                 data: Mapping[str, Any]) -> None:
-        self.events.append({
+        cursor = self.events.append({
             "type": kind, "at": utcnow(), "owner": owner,
             "cloud_id": request["cloud_id"], "resource_type": request["resource_type"],
             "request_id": request["request_id"], "job_uuid": job_uuid, "data": dict(data),
         })
         self.observer(kind)
+        if self.on_append is not None:
+            try:
+                self.on_append(cursor)
+            except Exception:  # the beat sweep fans out what this call did not
+                log.exception("lifecycle.on_append_failed", extra={"event": cursor})
 
 
 class HookedJobStore:

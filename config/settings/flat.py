@@ -48,6 +48,13 @@ def flat_config(s: Settings) -> dict[str, Any]:
         "GITLAB_WEBHOOK_SECRET": s.reconcile.gitlab_webhook_secret,
         "EVENT_MAX_LEN": s.reconcile.event_max_len, "EVENT_MAX_AGE": s.reconcile.event_max_age,
         "RECONCILE_INTERVAL": s.reconcile.interval, "RECONCILE_BATCH": s.reconcile.batch,
+        "WEBHOOK_QUEUE": s.webhooks.queue, "WEBHOOK_MAX_ATTEMPTS": s.webhooks.max_attempts,
+        "WEBHOOK_BACKOFF_BASE": s.webhooks.backoff_base,
+        "WEBHOOK_BACKOFF_MAX": s.webhooks.backoff_max,
+        "WEBHOOK_ALLOWED_HOSTS": [h.lower() for h in s.webhooks.allowed_hosts],
+        "WEBHOOK_SECRET_KEY": s.webhooks.secret_key,
+        "WEBHOOK_ROTATION_GRACE": s.webhooks.rotation_grace,
+        "WEBHOOK_SWEEP_INTERVAL": s.webhooks.sweep_interval,
         "TEMPLATE_CACHE_SIZE": render.template_cache_size, "TERRAFORM_BIN": render.terraform_bin,
         "TERRAFORM_FMT_ENGINE": render.fmt_engine,
         "TERRAFORM_PROVIDER_MIRROR": render.provider_mirror, "TERRAFORM_TIMEOUT": render.timeout,
@@ -118,9 +125,13 @@ def beat_schedule(s: Settings) -> dict[str, Any]:
     A run that waited longer than one interval is dropped: the next one does its work.
     """
     schedule: dict[str, Any] = {}
-    for name, task, interval in (("tfgen-reconcile", "tfgen.reconcile", s.reconcile.interval),
-                                 ("tfgen-sweep", "tfgen.sweep", s.celery.sweep_interval)):
+    for name, task, interval, queue in (
+            ("tfgen-reconcile", "tfgen.reconcile", s.reconcile.interval, s.celery.queue),
+            ("tfgen-sweep", "tfgen.sweep", s.celery.sweep_interval, s.celery.queue),
+            # Webhooks out: fan out what a lost message left behind, re-send what is due.
+            ("tfgen-webhooks-sweep", "tfgen.webhooks.sweep", s.webhooks.sweep_interval,
+             s.webhooks.queue)):
         if interval > 0:
             schedule[name] = {"task": task, "schedule": float(interval),
-                              "options": {"queue": s.celery.queue, "expires": interval}}
+                              "options": {"queue": queue, "expires": interval}}
     return schedule

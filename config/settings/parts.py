@@ -238,7 +238,16 @@ class ReconcileSettings(Part):
 
 
 class WebhookSettings(Part):
-    """Outgoing webhooks (``WEBHOOK_*``): room for them, no setting yet."""
+    """Outgoing webhooks (``WEBHOOK_*``, docs/webhooks.md)."""
+
+    queue: str = env("WEBHOOK_QUEUE", "tfgen-webhooks")
+    max_attempts: int = env("WEBHOOK_MAX_ATTEMPTS", 8)
+    backoff_base: float = env("WEBHOOK_BACKOFF_BASE", 340.0)
+    backoff_max: float = env("WEBHOOK_BACKOFF_MAX", 6 * 3600.0)
+    allowed_hosts: Words = env("WEBHOOK_ALLOWED_HOSTS", ())
+    secret_key: Optional = env("WEBHOOK_SECRET_KEY", None)
+    rotation_grace: int = env("WEBHOOK_ROTATION_GRACE", DAY)
+    sweep_interval: int = env("WEBHOOK_SWEEP_INTERVAL", 30)
 
 
 # --- logging, the HTTP server, Flower ------------------------------------------------------
