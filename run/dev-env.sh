@@ -79,6 +79,15 @@ export PUBLISHER=git                    # git (push branches to GIT_REMOTE) | gi
 # export RECONCILE_BATCH=50             # requests read per run (at most 2 GitLab calls each)
 # export EVENT_MAX_LEN=100000           # events kept in the feed (GET /api/v1/events)
 # export EVENT_MAX_AGE=2592000          # seconds an event is kept (30 days)
+# Webhooks out (docs/webhooks.md; need JOB_STORE_URL on Redis):
+# export WEBHOOK_QUEUE=tfgen-webhooks     # run a worker with -Q tfgen-webhooks
+# export WEBHOOK_MAX_ATTEMPTS=8           # then failed, redeliverable
+# export WEBHOOK_BACKOFF_BASE=340         # seconds, doubled per retry, full jitter
+# export WEBHOOK_BACKOFF_MAX=21600        # longest wait between attempts
+# export WEBHOOK_SWEEP_INTERVAL=30        # beat re-sends due deliveries; 0 = off
+# export WEBHOOK_ROTATION_GRACE=86400     # old secret keeps signing after a rotate
+# export WEBHOOK_ALLOWED_HOSTS=localhost  # hosts allowed to resolve to loopback/private
+# export WEBHOOK_SECRET_KEY=              # Fernet key: webhook secrets encrypted at rest
 
 # --- authentication (dev mode signs tokens locally: `python manage.py token --user alice`)
 # export AUTH_MODE=dev                  # dev | oidc (prod: oidc; dev refuses APP_ENV=prod)

@@ -39,6 +39,16 @@ export RECONCILE_BATCH=50
 export EVENT_MAX_LEN=100000
 export EVENT_MAX_AGE=2592000
 
+# --- webhooks out (docs/webhooks.md) -----------------------------------------------------
+export WEBHOOK_QUEUE=tfgen-webhooks     # its own worker: celery -A tasks worker -Q tfgen-webhooks
+export WEBHOOK_MAX_ATTEMPTS=8           # then the delivery is failed (redeliverable)
+export WEBHOOK_BACKOFF_BASE=340         # seconds; doubles per retry, full jitter
+export WEBHOOK_BACKOFF_MAX=21600        # longest wait between two attempts (6 h)
+export WEBHOOK_SWEEP_INTERVAL=30        # beat: re-sends due deliveries; 0 = off
+export WEBHOOK_ROTATION_GRACE=86400     # seconds the old secret still signs after a rotate
+export WEBHOOK_ALLOWED_HOSTS=           # comma list of hosts that may resolve to private addresses
+# export WEBHOOK_SECRET_KEY=...         # Fernet key sealing webhook secrets at rest (a secret)
+
 # --- APEX database ---------------------------------------------------------------------
 export DATABASE_SCHEMA=apex_owner       # owner of tf_template, users and the views
 export DATABASE_POOL_SIZE=5

@@ -52,7 +52,7 @@ def deliver(pair: str) -> dict[str, Any]:
     outcome = _store().deliver_pair(pair, https_only=config["APP_ENV"] == "prod",
                                     allowed_hosts=config["WEBHOOK_ALLOWED_HOSTS"])
     for event_id in outcome.failed:
-        log.warning("webhook.failed", pair=pair, event=event_id)
+        log.warning("webhook.failed", pair=pair, event_id=event_id)
     if outcome.retry_in is not None and outcome.retry_in <= COUNTDOWN_MAX:
         enqueue_pairs([pair], countdown=outcome.retry_in)
     return {"delivered": len(outcome.delivered), "failed": len(outcome.failed),

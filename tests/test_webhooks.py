@@ -9,6 +9,7 @@ runs, then canceled, appends ``job.canceled`` in the API process.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -41,7 +42,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 with receiver.lock:
@@ -334,10 +335,8 @@ class OwnRedis:
     def restart(self) -> None:
         """SHUTDOWN NOSAVE (no RDB), then start again: only the AOF brings data back."""
         assert self.proc is not None
-        try:
+        with contextlib.suppress(redis.ConnectionError):  # it closes as it goes
             redis.Redis(port=self.port).shutdown(nosave=True)
-        except redis.ConnectionError:
-            pass  # the server closes the connection as it goes
         self.proc.wait(10)
         self.start()
 

@@ -178,5 +178,5 @@ class WebhookRedeliver(Resource):
         admin, store = _admin_store()
         pair = store.redeliver(webhook_id, event_id)
         _kick(pair)
-        audit("webhook", "redeliver", webhook_id=webhook_id, event=event_id, by=admin)
+        audit("webhook", "redeliver", webhook_id=webhook_id, event_id=event_id, by=admin)
         return {"event_id": event_id, "status": "pending"}, 202

@@ -137,7 +137,7 @@ class Lifecycle:
             try:
                 self.on_append(cursor)
             except Exception:  # the beat sweep fans out what this call did not
-                log.exception("lifecycle.on_append_failed", extra={"event": cursor})
+                log.exception("lifecycle.on_append_failed", extra={"cursor": cursor})
 
 
 class HookedJobStore:
