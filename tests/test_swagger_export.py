@@ -13,6 +13,9 @@ from app.cli import DEFAULT_SPEC
 
 DOCUMENTED_PATHS = {"/terraform/generate", "/terraform/templates", "/uuid/{job_uuid}", "/jobs",
                     "/waivers", "/waivers/{waiver_id}",
+                    "/webhooks", "/webhooks/{webhook_id}", "/webhooks/{webhook_id}/rotate",
+                    "/webhooks/{webhook_id}/deliveries",
+                    "/webhooks/{webhook_id}/deliveries/{event_id}/redeliver",
                     "/requests", "/requests/{cloud_id}/{resource_type}/{request_id}",
                     "/events", "/hooks/gitlab"}
 

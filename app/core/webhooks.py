@@ -356,6 +356,8 @@ class WebhookStore:
                "after": (last[0][0].decode() if last else None),
                "secrets": [{"sealed": self.box.seal(secret), "until": None}]}
         self._call(self.client.hset, f"{self.p}:subs", sub["id"], json.dumps(sub))
+        if sub["after"]:  # the first fan-out starts here, not at the oldest event kept
+            self._call(self.client.set, f"{self.p}:cursor", sub["after"], nx=True)
         return self.public(sub), secret
 
     def rotate(self, sub_id: str, grace: float | None = None) -> tuple[dict[str, Any], str]:
