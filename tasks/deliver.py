@@ -62,7 +62,10 @@ def deliver(pair: str) -> dict[str, Any]:
 @shared_task(name="tfgen.webhooks.sweep", ignore_result=True)
 def sweep() -> int:
     """Beat: fan out what no fan-out message carried, re-send every due pair."""
-    store = _store()
+    svc: Services = current_app.extensions["tfgen"]
+    store = svc.webhooks
+    if store is None or not store.any():  # embedded store, or no subscription yet
+        return 0
     store.fan_out()
     pairs = store.due_pairs()
     enqueue_pairs(pairs)
