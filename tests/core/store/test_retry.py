@@ -12,7 +12,7 @@ import redis
 import sqlalchemy as sa
 
 from tests.conftest import Stack, Worker, stack_env
-from tests.core.test_store import Proxy
+from tests.core.store.test_apex import Proxy
 
 
 def test_a_job_retries_through_a_database_outage(

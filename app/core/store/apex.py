@@ -1,8 +1,8 @@
-"""The APEX schema through SQLAlchemy Core: catalog, request rows, templates, tokens.
+"""The APEX queries: catalog, request rows with their template and rules, user tokens.
 
 One set of queries for every database: Oracle (``oracle+oracledb``, thin mode) in
 production, SQLite embedded, PostgreSQL in tests. Domain code never branches on the
-dialect; only engine creation knows each driver's connect-timeout option.
+dialect.
 
 Round trips per job: one query loads the request row joined with its template for the
 row's ``module_version``, one loads its security-group rules; the user's GitLab token
@@ -17,16 +17,13 @@ a bound parameter, so nothing from a request reaches SQL text.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
-import re
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from decimal import Decimal
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -35,152 +32,21 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql import Select
 
 from app.core.model import JobRequest, ResourceRequest, Secret, Template
+from app.core.store.engine import StoreSettings, create_engine, describe, interruption, unavailable
+from app.core.store.values import RULES_SUFFIX, is_identifier, plain_row, plain_value, rule_order
 from app.errors import (
     DatabaseUnavailable,
     InternalError,
     NotFound,
     RequestNotFound,
     TemplateNotFound,
-    TfgenError,
 )
-from config.settings.parts import StoreSettings
 
-__all__ = ["IDENTIFIER", "ApexStore", "StoreSettings", "create_engine", "plain_value"]
+__all__ = ["ApexStore"]
 
 log = logging.getLogger("tfgen.store")
 
-# The design's identifier rule. Always used with ``fullmatch``: ``$`` alone would also
-# accept a trailing newline.
-IDENTIFIER = re.compile(r"[a-z][a-z0-9_]{0,29}")
-
-RULES_SUFFIX = "_sg_ingress"
-
 T = TypeVar("T")
-
-
-def is_identifier(value: object) -> bool:
-    """True when ``value`` is a string matching the design's identifier rule."""
-    return isinstance(value, str) and IDENTIFIER.fullmatch(value) is not None
-
-
-def plain_value(value: Any) -> Any:
-    """Turn a driver value into what a template author expects.
-
-    Args:
-        value: A column value as the driver returned it.
-
-    Returns:
-        ``None``, ``bool``, ``int``, ``float`` and ``str`` as they are; LOBs (oracledb
-        ``LOB`` objects) and bytes as text; dates and times as ISO strings; integral
-        decimals as ``int`` (Oracle returns every ``NUMBER`` as a number type), other
-        decimals as ``Decimal``.
-    """
-    if value is None or isinstance(value, bool | int | str | float):
-        return value
-    if isinstance(value, Decimal):
-        if value.is_finite() and value == value.to_integral_value():
-            return int(value)
-        return value
-    if isinstance(value, dt.datetime | dt.date | dt.time):
-        return value.isoformat()
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value).decode("utf-8")
-    read = getattr(value, "read", None)  # oracledb LOB, when not fetched as a string
-    if callable(read):
-        return plain_value(read())
-    return value
-
-
-def _plain_row(mapping: Mapping[Any, Any]) -> dict[str, Any]:
-    return {str(key).lower(): plain_value(val) for key, val in mapping.items()}
-
-
-def _rule_order(rule: Mapping[str, Any]) -> tuple[tuple[int, Any], ...]:
-    # Views promise no order; rules are sorted on every column so that the same data
-    # always renders the same file (and a re-run finds nothing changed).
-    key: list[tuple[int, Any]] = []
-    for value in rule.values():
-        if value is None:
-            key.append((2, ""))
-        elif isinstance(value, int | float | Decimal) and not isinstance(value, bool):
-            key.append((0, value))
-        else:
-            key.append((1, str(value)))
-    return tuple(key)
-
-
-def _connect_args(url: sa.engine.URL, timeout: float) -> dict[str, Any]:
-    # The one place that knows drivers: each names its connect timeout differently.
-    backend = url.get_backend_name()
-    if backend == "sqlite":
-        return {"timeout": timeout}  # waiting for a lock, there is no network
-    if backend == "postgresql":
-        return {"connect_timeout": max(1, round(timeout))}
-    if backend == "oracle":
-        return {"tcp_connect_timeout": timeout}
-    return {}
-
-
-def create_engine(settings: StoreSettings) -> Engine:
-    """Create an engine and pool, sized and timed out by ``settings``.
-
-    Autocommit with no reset on return: tfgen only reads, each statement sees its own
-    read-committed snapshot anyway, and so no ``BEGIN`` or ``ROLLBACK`` costs a round
-    trip. Oracle is reached in python-oracledb's thin mode (SQLAlchemy's default), which
-    needs no Instant Client.
-    """
-    url = sa.make_url(settings.url)
-    kwargs: dict[str, Any] = {
-        "isolation_level": "AUTOCOMMIT",
-        "pool_reset_on_return": None,
-        "pool_pre_ping": settings.pool_pre_ping,
-        "connect_args": _connect_args(url, settings.connect_timeout),
-    }
-    if settings.pool_size == 0:
-        kwargs["poolclass"] = sa.pool.NullPool  # a new connection per use (DRCP, PgBouncer)
-    elif not (url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")):
-        kwargs.update(pool_size=settings.pool_size, max_overflow=settings.max_overflow,
-                      pool_timeout=settings.pool_timeout, pool_recycle=settings.pool_recycle)
-    return sa.create_engine(url, **kwargs)
-
-
-def _unavailable(e: BaseException) -> bool:
-    """True when ``e`` means the database is not answering, rather than refusing SQL."""
-    if isinstance(e, sa_exc.TimeoutError):  # no free pooled connection in time
-        return True
-    if isinstance(e, sa_exc.DBAPIError):
-        return e.connection_invalidated or isinstance(
-            e, sa_exc.OperationalError | sa_exc.InterfaceError)
-    return False
-
-
-def _describe(e: BaseException) -> str:
-    # Class names only: driver messages can carry host names and user names.
-    orig = getattr(e, "orig", None)
-    return type(orig or e).__name__
-
-
-def _interruption(e: BaseException, driver_error: type[BaseException]) -> BaseException | None:
-    """The exception that broke into a statement from outside, if ``e`` is or hides one.
-
-    A Celery time limit raises its exception in whatever code runs when the signal
-    lands, often inside the driver's wait for an answer; the driver or SQLAlchemy may
-    then fail on the half-used connection and raise a database error in its place.
-    Neither is an outage: the connection's state is unknown (drop it) and the original
-    exception must reach the caller.
-    """
-    seen: BaseException | None = e
-    while seen is not None:
-        if isinstance(seen, TfgenError):
-            return None
-        if not isinstance(seen, sa_exc.SQLAlchemyError | driver_error):
-            return seen
-        seen = seen.__context__
-    return None
-
-
-class _StaleConnection(Exception):
-    """A pooled connection turned out dead on use; the read may be tried once more."""
 
 
 _STORES: weakref.WeakSet[ApexStore] = weakref.WeakSet()
@@ -257,17 +123,17 @@ class ApexStore:
                     yield conn
                 except BaseException as e:
                     # PEP 249: every driver error derives from its module's ``Error``.
-                    interruption = _interruption(e, self.engine.dialect.loaded_dbapi.Error)
-                    if interruption is None:
+                    broke_in = interruption(e, self.engine.dialect.loaded_dbapi.Error)
+                    if broke_in is None:
                         raise
                     conn.invalidate()  # never back into the pool mid-statement
-                    if interruption is e:
+                    if broke_in is e:
                         raise
-                    raise interruption from None
+                    raise broke_in from None
         except (sa_exc.DBAPIError, sa_exc.TimeoutError) as e:
-            if not _unavailable(e):
+            if not unavailable(e):
                 raise
-            raise DatabaseUnavailable(f"database unavailable ({_describe(e)})") from e
+            raise DatabaseUnavailable(f"database unavailable ({describe(e)})") from e
 
     def _read(self, work: Callable[[Connection], T]) -> T:
         """Run ``work`` on a pooled connection, once more if that one was found dead."""
@@ -424,7 +290,7 @@ class ApexStore:
         text = row.pop("tfgen__template")
         resource = ResourceRequest(request.cloud_id, request.resource_type,
                                    request.request_id, row,
-                                   tuple(sorted(rules, key=_rule_order)))
+                                   tuple(sorted(rules, key=rule_order)))
         if text is None:
             raise TemplateNotFound(
                 f"no template for {request.cloud_id}/{request.resource_type} "
@@ -453,7 +319,7 @@ class ApexStore:
             raise RequestNotFound(
                 f"no {request.cloud_id}/{request.resource_type} request with id "
                 f"{request.request_id}")
-        found = _plain_row(first)
+        found = plain_row(first)
         if found["tfgen__template"] is None:
             return found, []  # fails with TEMPLATE_NOT_FOUND: the rules do not matter
         rules_name = view_name + RULES_SUFFIX
@@ -462,7 +328,7 @@ class ApexStore:
                 time.monotonic() - missing_since < self.settings.catalog_ttl:
             return found, []
         try:
-            rules = [_plain_row(r) for r in conn.execute(rules_query).mappings()]
+            rules = [plain_row(r) for r in conn.execute(rules_query).mappings()]
         except sa_exc.DBAPIError as e:
             # The rules view is optional: the first load of a pair without one pays
             # for the failed query and a look in the dictionary, then the answer is
@@ -484,16 +350,16 @@ class ApexStore:
             conn.rollback()  # PostgreSQL refuses further statements in a failed transaction
             return not sa.inspect(conn).has_table(name, schema=self.settings.schema)
         except (sa_exc.DBAPIError, sa_exc.TimeoutError) as e:
-            if _unavailable(e):
+            if unavailable(e):
                 raise
             return False
 
     @staticmethod
     def _statement_error(e: sa_exc.DBAPIError, view_name: str) -> Exception:
-        if _unavailable(e):
+        if unavailable(e):
             return e  # connect() maps it to DatabaseUnavailable
         log.error("query on %s failed: %s", view_name, e.orig)
-        return InternalError(f"APEX view {view_name} cannot be read ({_describe(e)}); "
+        return InternalError(f"APEX view {view_name} cannot be read ({describe(e)}); "
                              "its columns may not match what tfgen expects")
 
     def user_token(self, login: str) -> Secret | None:
