@@ -18,9 +18,10 @@ from app.core.events import EventLog, RedisEventLog, event_log_from_url
 from app.core.jobs import JobStore, job_store_from_url
 from app.core.lifecycle import HookedJobStore, Lifecycle
 from app.core.locks import LocalLocks, LockFactory, RedisLocks
-from app.core.model import Publisher, Secret
+from app.core.model import Secret
 from app.core.pipeline import Pipeline
 from app.core.policy import PolicyCheck, PolicyEngine
+from app.core.publish.base import Publisher
 from app.core.publish.git import GitPublisher
 from app.core.publish.gitlab import GitLabPublisher
 from app.core.render import Renderer

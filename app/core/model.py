@@ -11,14 +11,14 @@ import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 __all__ = [
+    "JOB_TRAILER",
     "Change",
     "Check",
     "JobRequest",
     "PublishResult",
-    "Publisher",
     "RenderedFile",
     "ResourceRequest",
     "Secret",
@@ -27,7 +27,6 @@ __all__ = [
     "branch_name",
     "commit_trailers",
     "file_path",
-    "made_by_job",
     "sha256_hex",
     "slug",
 ]
@@ -37,6 +36,9 @@ def sha256_hex(text: str) -> str:
     """Return the hex SHA-256 of ``text`` encoded as UTF-8."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
+
+# The trailer naming the job in every tfgen commit message (publish.base recognises it).
+JOB_TRAILER = "Tfgen-Job"
 
 _SLUG_DROP = re.compile(r"[^a-z0-9]+")
 
@@ -241,21 +243,10 @@ class ValidationReport:
 def commit_trailers(job_uuid: str, request: JobRequest, template: Template) -> str:
     """Return the trailers every tfgen commit message ends with."""
     return (
-        f"Tfgen-Job: {job_uuid}\n"
+        f"{JOB_TRAILER}: {job_uuid}\n"
         f"Tfgen-Request: {request.cloud_id}/{request.resource_type}/{request.request_id}\n"
         f"Tfgen-Template: {template.ref} sha256:{template.sha256[:12]}"
     )
-
-
-def made_by_job(commit_message: str | None, job_uuid: str) -> bool:
-    """True when a commit message carries the ``Tfgen-Job`` trailer of ``job_uuid``.
-
-    Both publishers ask this of the branch head whose files already match the job's:
-    it is then the job's own commit from an attempt whose worker died before it could
-    report it, so the job reports that commit (``unchanged: false``), not "unchanged".
-    """
-    trailer = f"Tfgen-Job: {job_uuid}"
-    return any(line.strip() == trailer for line in (commit_message or "").splitlines())
 
 
 @dataclass(frozen=True)
@@ -297,16 +288,3 @@ class PublishResult:
             "files": [f.summary() for f in self.files],
             "unchanged": self.unchanged,
         }
-
-
-class Publisher(Protocol):
-    """Puts a change up for review. Implementations: ``git``, ``gitlab``.
-
-    ``publish`` must be idempotent: called again with the same change (a retry, or a
-    worker killed after the push) it makes no second commit and no second merge
-    request, and answers ``unchanged=True`` when the branch already holds the files.
-    """
-
-    def publish(self, change: Change) -> PublishResult:
-        """Commit ``change.files`` on ``change.branch`` and open or reuse its review."""
-        ...

@@ -14,7 +14,6 @@ from typing import Any
 from app.core.model import (
     Change,
     JobRequest,
-    Publisher,
     RenderedFile,
     ResourceRequest,
     Template,
@@ -24,6 +23,7 @@ from app.core.model import (
     file_path,
 )
 from app.core.policy import PolicyCheck, PolicyEngine, PolicyReport
+from app.core.publish.base import Publisher
 from app.core.render import Renderer
 from app.core.store import ApexStore
 from app.core.validate import Validator

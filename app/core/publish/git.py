@@ -23,30 +23,16 @@ which ``ps`` and a ``TimeoutExpired`` message show), and everything this publish
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import tempfile
 from pathlib import Path
 
-from app.core.locks import LocalLocks, LockFactory, LockTimeout
-from app.core.model import Change, PublishResult, made_by_job
+from app.core.locks import LocalLocks, LockFactory
+from app.core.model import Change, PublishResult
+from app.core.publish.base import branch_lock, made_by_job, redact_credentials
 from app.errors import GitLabUnavailable, InternalError
 
-__all__ = ["GitError", "GitPublisher", "redact_credentials"]
-
-# ``scheme://userinfo@``: the userinfo (a user, a token, user:password) ends at the last
-# '@' before the host; it cannot hold '/', so a path's '@' is left alone.
-_URL_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*(?:@[^/@\s]*)*@")
-
-
-def redact_credentials(text: str) -> str:
-    """``text`` with the credentials of every URL in it replaced by ``***``.
-
-    ``https://user:token@host/repo.git`` -> ``https://***@host/repo.git``; a URL without
-    credentials, a path and scp-like ``git@host:repo`` (an SSH user, no secret) are kept.
-    """
-    return _URL_USERINFO.sub(r"\1***@", text)
-
+__all__ = ["GitError", "GitPublisher"]
 
 class GitError(RuntimeError):
     """A git command failed; ``stderr`` holds its message, credentials redacted."""
@@ -120,12 +106,10 @@ class GitPublisher:
             GitLabUnavailable: The remote did not answer, the push kept losing races, or
                 another job held the branch's lock too long (all retryable).
         """
-        try:
-            with self.lock_factory(f"git:{self.remote}:{change.branch}", change.job_uuid):
-                return self._publish_locked(change)
-        except LockTimeout as e:
-            raise GitLabUnavailable(
-                f"branch {change.branch}: another job is still publishing it") from e
+        with branch_lock(self.lock_factory, f"git:{self.remote}:{change.branch}",
+                         change.job_uuid,
+                         f"branch {change.branch}: another job is still publishing it"):
+            return self._publish_locked(change)
 
     def _publish_locked(self, change: Change) -> PublishResult:
         with tempfile.TemporaryDirectory(prefix="tfgen-git-") as tmp:

@@ -54,8 +54,9 @@ import gitlab
 import gitlab.exceptions
 import requests
 
-from app.core.locks import LocalLocks, LockFactory, LockTimeout
-from app.core.model import Change, PublishResult, RenderedFile, Secret, made_by_job
+from app.core.locks import LocalLocks, LockFactory
+from app.core.model import Change, PublishResult, RenderedFile, Secret
+from app.core.publish.base import branch_lock, made_by_job
 from app.errors import GitLabAuth, GitLabNotFound, GitLabUnavailable, InternalError
 
 __all__ = ["GitLabObserver", "GitLabPublisher"]
@@ -372,14 +373,12 @@ class GitLabPublisher:
         if not change.files:
             raise InternalError("nothing to publish: the change holds no files")
         label = f"{change.project_id}@{change.branch}"
-        try:
-            with (
-                self._lock_factory(f"gitlab:{change.project_id}:{change.branch}", change.job_uuid),
-                self._client(token, label) as (gl, talk),
-            ):
-                return self._publish_locked(gl, talk, change, change.project_id)
-        except LockTimeout as e:
-            raise GitLabUnavailable(f"{label}: another job is still publishing this branch") from e
+        with (
+            branch_lock(self._lock_factory, f"gitlab:{change.project_id}:{change.branch}",
+                        change.job_uuid, f"{label}: another job is still publishing this branch"),
+            self._client(token, label) as (gl, talk),
+        ):
+            return self._publish_locked(gl, talk, change, change.project_id)
 
     # --- reads for the reconciler ------------------------------------------------------
 

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from app.core.locks import LocalLocks, LockFactory, LockTimeout, RedisLocks
-from app.core.model import Change, RenderedFile, Secret, branch_name, file_path, made_by_job
+from app.core.model import Change, RenderedFile, Secret, branch_name, file_path
 from app.core.publish.gitlab import GitLabPublisher, _rate_limit_delay
 from app.errors import GitLabAuth, GitLabNotFound, GitLabUnavailable
 from tests.stubs.fixtures import ALICE, BOB, EVE, PROJECT, RITA
@@ -228,14 +228,6 @@ def test_a_rerun_after_the_worker_died_mid_publish_reports_the_jobs_own_commit(
     # Another job finding the same files on the branch: nothing of its own, unchanged.
     other = make_publisher(gitlab_stub).publish(make_change())
     assert other.unchanged is True and other.commit_sha == commit.id
-
-
-def test_a_trailer_must_be_the_jobs_whole_line() -> None:
-    job = "6f1c2b9e-0000-4000-8000-000000000001"
-    assert made_by_job(f"subject\n\nbody\n\nTfgen-Job: {job}\nTfgen-Request: a/b/1\n", job)
-    assert not made_by_job(f"subject\n\nTfgen-Job: {job}0\n", job)
-    assert not made_by_job(f"subject mentions Tfgen-Job: {job} in passing\n", job)
-    assert not made_by_job(None, job)
 
 
 def test_lost_merge_request_answer_is_detected_not_repeated(gitlab_stub: GitLabStub) -> None:
