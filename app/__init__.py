@@ -71,10 +71,12 @@ def register_extensions(app: Flask) -> None:
 
 def webhook_notifier(services: Services, celery: Celery, queue: str) -> Callable[[str], None]:
     """After an event is appended, ask the webhook queue for a fan-out (when any exist)."""
+    from tasks.deliver import submit_fan_out  # tasks import app's modules: bind late
+
     def notify(cursor: str) -> None:
         webhooks = services.webhooks
         if webhooks is not None and webhooks.any():
-            celery.send_task("tfgen.webhooks.fan_out", queue=queue)
+            submit_fan_out(celery, queue)
     return notify
 
 

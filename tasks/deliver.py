@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import shared_task
+from celery import Celery, shared_task
 from flask import current_app
 
 from app.core.webhooks import WebhookStore
@@ -35,6 +35,19 @@ def enqueue_pairs(pairs: list[str], countdown: float | None = None) -> None:
     queue = current_app.config["WEBHOOK_QUEUE"]
     for pair in pairs:
         deliver.apply_async((pair,), queue=queue, countdown=countdown)
+
+
+def submit_fan_out(celery: Celery, queue: str) -> None:
+    """Ask ``queue`` for a fan-out (after an event is appended)."""
+    # Time limits None: the worker's own settings govern (see tasks.generate.submit).
+    celery.send_task(fan_out.name, queue=queue, time_limit=None, soft_time_limit=None)
+
+
+def submit_pair(pair: str) -> None:
+    """Ask for one pair's delivery now (the admin API's re-send)."""
+    celery: Celery = current_app.extensions["celery"]
+    celery.send_task(deliver.name, (pair,), queue=current_app.config["WEBHOOK_QUEUE"],
+                     time_limit=None, soft_time_limit=None)
 
 
 @shared_task(name="tfgen.webhooks.fan_out", ignore_result=True, acks_late=True)

@@ -26,15 +26,16 @@ from celery import Celery, Task, shared_task, states
 from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
 from celery.signals import task_revoked
 from flask import current_app
+from kombu.exceptions import OperationalError
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
 
 from app.core.backoff import retry_countdown
 from app.core.jobs import ACTIVE, JobRecord, JobStore, expire_overdue, utcnow
-from app.errors import Canceled, JobStoreUnavailable, TfgenError
+from app.errors import Canceled, JobStoreUnavailable, QueueUnavailable, TfgenError
 from app.logs import get_logger
 from app.metrics import JOB_RETRIES, StageTimer
 from app.services import Services
-from tasks.observe import TracedRequest, job_finished
+from tasks.observe import CORRELATION_HEADER, TracedRequest, job_finished
 
 log = get_logger("tfgen.tasks")
 
@@ -211,6 +212,32 @@ def generate(self: Task, job_uuid: str) -> str:
         # the visibility timeout to restore). The record stays as it was.
         log.error("job.requeued", reason=f"job store unreachable: {e}")
         raise Reject(str(e), requeue=True) from e
+
+
+def submit(job_uuid: str, correlation_id: str, request_ref: str) -> None:
+    """Put job ``job_uuid`` on the queue: the API's one way to start a job.
+
+    Sent through the current Flask app's Celery app, on ``JOB_QUEUE``, expiring after
+    ``JOB_QUEUE_EXPIRES``, with the correlation id in the message headers.
+
+    Args:
+        job_uuid: The job (also the task id, so Flower and the record agree).
+        correlation_id: The request's correlation id, logged by the worker.
+        request_ref: ``aws/rds/42``: what Flower shows as the task's arguments.
+
+    Raises:
+        QueueUnavailable: The broker did not take the message.
+    """
+    config = current_app.config
+    task = current_app.extensions["celery"].tasks[generate.name]
+    try:
+        task.apply_async(
+            args=[job_uuid], task_id=job_uuid, argsrepr=request_ref,
+            queue=config["JOB_QUEUE"], expires=config["JOB_QUEUE_EXPIRES"],
+            headers={CORRELATION_HEADER: correlation_id}, retry=True,
+        )
+    except (OperationalError, OSError) as e:
+        raise QueueUnavailable("job queue unavailable; nothing was recorded, try again") from e
 
 
 def _run(self: Task, svc: Services, jobs: PatientJobs, job_uuid: str) -> str:

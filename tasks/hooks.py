@@ -27,3 +27,14 @@ def gitlab_hook(event: dict[str, Any]) -> str:
         return "IGNORED"
     log.info("hook.applied", kind=event.get("kind"), request=record.key, state=record.state)
     return record.state
+
+
+def submit(event: dict[str, Any]) -> None:
+    """Put one parsed GitLab event on ``JOB_QUEUE`` for a worker to apply.
+
+    Raises:
+        Exception: Whatever the broker raised; the caller answers so that GitLab
+            delivers again.
+    """
+    task = current_app.extensions["celery"].tasks[gitlab_hook.name]
+    task.apply_async(args=[event], queue=current_app.config["JOB_QUEUE"], retry=True)

@@ -1,15 +1,24 @@
-"""What every namespace shares: the error model, strict field types and the answers
-every operation can give (documented once, for routes added later too)."""
+"""What every namespace shares: the services accessor, the error model, the identifier
+pattern, strict field types and the answers every operation can give (documented once,
+for routes added later too)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from flask import current_app
 from flask_restx import Model, fields
 from jsonschema import FormatChecker
 
-__all__ = ["ERROR_EXAMPLE", "FORMAT_CHECKER", "INT64_MAX", "Int64", "NullableRaw",
-           "NullableString", "document_common_answers", "error_model", "example_model"]
+from app.services import Services
+
+__all__ = ["ERROR_EXAMPLE", "FORMAT_CHECKER", "IDENT", "INT64_MAX", "Int64", "NullableRaw",
+           "NullableString", "document_common_answers", "error_model", "example_model",
+           "services"]
+
+# The design's identifier rule. Not ``$``, which also matches before a final newline
+# ("aws\n"); the look-ahead means "end of text" in Python and in ECMA (Swagger UI) alike.
+IDENT = r"^[a-z][a-z0-9_]{0,29}(?![\s\S])"
 
 #: The largest id Oracle's NUMBER, SQLite's INTEGER and PostgreSQL's BIGINT all hold.
 INT64_MAX = 2**63 - 1
@@ -126,3 +135,9 @@ def document_common_answers(spec: dict[str, Any]) -> dict[str, Any]:
             for status, description in extra.items():
                 answers.setdefault(status, {"description": description, "schema": _ERROR_REF})
     return spec
+
+
+def services() -> Services:
+    """The process's domain services."""
+    svc: Services = current_app.extensions["tfgen"]
+    return svc

@@ -7,7 +7,8 @@ from typing import Any
 
 from flask_restx import Namespace, Resource, fields, inputs, reqparse
 
-from app.apis.generate import error, services
+from app.apis.common import services
+from app.apis.generate import error
 from app.auth import can_see, current_principal
 from app.core.events import CURSOR, read_events
 

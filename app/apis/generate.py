@@ -6,23 +6,17 @@ import hashlib
 import uuid
 from typing import Any
 
-from flask import current_app, g, request
+from flask import g, request
 from flask_restx import Namespace, Resource, fields
-from kombu.exceptions import OperationalError
 
-from app.apis.common import INT64_MAX, Int64, error_model, example_model
+from app.apis.common import IDENT, INT64_MAX, Int64, error_model, example_model, services
 from app.auth import current_principal, require_cloud, resolve_owner
 from app.core.jobs import JobRecord
-from app.errors import QueueUnavailable
 from app.logs import audit, bind_job
 from app.metrics import JOBS_SUBMITTED
-from app.services import Services
+from tasks.generate import submit
 
 ns = Namespace("terraform", description="Generate Terraform from an APEX request")
-
-# The design's identifier rule. Not ``$``, which also matches before a final newline
-# ("aws\n"); the look-ahead means "end of text" in Python and in ECMA (Swagger UI) alike.
-IDENT = r"^[a-z][a-z0-9_]{0,29}(?![\s\S])"
 
 generate_request = example_model("GenerateRequest", {
     "cloud_id": fields.String(required=True, pattern=IDENT, max_length=30, example="aws",
@@ -49,35 +43,11 @@ accepted = ns.model("JobAccepted", {
 error = ns.add_model("Error", error_model)
 
 
-def services() -> Services:
-    """The process's domain services."""
-    svc: Services = current_app.extensions["tfgen"]
-    return svc
-
-
 def _idempotency_key(owner: str) -> str | None:
     key = request.headers.get("Idempotency-Key")
     if not key:
         return None
     return hashlib.sha256(f"{owner}\0{key}".encode()).hexdigest()
-
-
-def enqueue(job_uuid: str, correlation_id: str, request_ref: str) -> None:
-    """Put the job on the queue; raise ``QueueUnavailable`` when the broker is down.
-
-    ``request_ref`` (``aws/rds/42``) is what Flower shows as the task's arguments.
-    """
-    celery = current_app.extensions["celery"]
-    try:
-        celery.send_task(
-            "tfgen.generate", args=[job_uuid], task_id=job_uuid, argsrepr=request_ref,
-            queue=current_app.config["JOB_QUEUE"],
-            expires=current_app.config["JOB_QUEUE_EXPIRES"],
-            headers={"tfgen_correlation_id": correlation_id},
-            retry=True,
-        )
-    except (OperationalError, OSError) as e:
-        raise QueueUnavailable("job queue unavailable; nothing was recorded, try again") from e
 
 
 @ns.route("/generate")
@@ -114,7 +84,7 @@ class Generate(Resource):
             audit("submit", "duplicate", status=holder.status, submitted_by=principal.username)
             return self._accepted(holder.uuid, holder.status)
         try:
-            enqueue(job.uuid, job.correlation_id or "", "{cloud_id}/{resource_type}/{request_id}"
+            submit(job.uuid, job.correlation_id or "", "{cloud_id}/{resource_type}/{request_id}"
                     .format(**job.request))
         except BaseException:
             # Nothing half-recorded: a job that is not on the queue has no record either.

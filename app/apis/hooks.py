@@ -1,5 +1,5 @@
 """``POST /api/v1/hooks/gitlab``: GitLab's project or group webhook (merge requests,
-pipelines). Answers at once; a worker applies the event (``tfgen.gitlab_hook``)."""
+pipelines). Answers at once; a worker applies the event (``tasks.hooks.gitlab_hook``)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ from typing import Any
 from flask import current_app, request
 from flask_restx import Namespace, Resource, fields
 
-from app.apis.generate import error, services
+from app.apis.common import services
+from app.apis.generate import error
 from app.core import gitlab_events
 from app.errors import ApiError, BadRequest, NotFound, QueueUnavailable, Unauthorized
 from app.logs import get_logger
 from app.metrics import GITLAB_HOOKS
+from tasks.hooks import submit
 
 ns = Namespace("hooks", description="Webhooks from GitLab (secret in X-Gitlab-Token)",
                path="/")
@@ -105,9 +107,7 @@ class GitLabHook(Resource):
             GITLAB_HOOKS.labels(event["kind"], "duplicate").inc()
             return {"status": "duplicate"}, 202
         try:
-            celery = current_app.extensions["celery"]
-            celery.send_task("tfgen.gitlab_hook", args=[event],
-                             queue=current_app.config["JOB_QUEUE"], retry=True)
+            submit(event)
         except Exception as e:
             if delivery:
                 svc.requests.release_delivery(delivery)

@@ -7,8 +7,8 @@ from typing import Any
 from flask import current_app, request
 from flask_restx import Namespace, Resource, fields, inputs, reqparse
 
-from app.apis.common import NullableRaw, NullableString
-from app.apis.generate import error, services
+from app.apis.common import NullableRaw, NullableString, services
+from app.apis.generate import error
 from app.auth import can_see, current_principal
 from app.core.jobs import JobRecord, JobStore, expire_overdue, utcnow
 from app.errors import Conflict, NotFound

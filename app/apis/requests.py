@@ -6,7 +6,8 @@ from typing import Any
 
 from flask_restx import Namespace, Resource, fields, inputs, reqparse
 
-from app.apis.generate import IDENT, error, services
+from app.apis.common import IDENT, services
+from app.apis.generate import error
 from app.auth import Principal, current_principal
 from app.core.requests import STATES, RequestRecord, request_key
 from app.errors import NotFound

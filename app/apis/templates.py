@@ -6,7 +6,8 @@ from typing import Any
 
 from flask_restx import Resource, fields
 
-from app.apis.generate import ns, services
+from app.apis.common import services
+from app.apis.generate import ns
 from app.auth import current_principal
 
 catalog_entry = ns.model("CatalogEntry", {

@@ -8,7 +8,8 @@ from typing import Any
 from flask import request
 from flask_restx import Namespace, Resource, fields
 
-from app.apis.generate import IDENT, error, services
+from app.apis.common import IDENT, services
+from app.apis.generate import error
 from app.auth import current_principal
 from app.core.waivers import Waiver
 from app.errors import BadRequest, Forbidden, NotFound

@@ -7,13 +7,15 @@ from typing import Any
 from flask import current_app, request
 from flask_restx import Namespace, Resource, fields
 
-from app.apis.generate import error, services
+from app.apis.common import services
+from app.apis.generate import error
 from app.apis.waivers import ONE_LINE
 from app.auth import current_principal
 from app.core.events import CURSOR
 from app.core.webhooks import WebhookStore, check_target
 from app.errors import ApiError, Forbidden
 from app.logs import audit
+from tasks.deliver import submit_pair
 
 ns = Namespace("webhooks", description="Webhooks out (admins)", path="/webhooks")
 
@@ -74,11 +76,6 @@ def _check(url: str) -> None:
     config = current_app.config
     check_target(url, https_only=config["APP_ENV"] == "prod",
                  allowed_hosts=config["WEBHOOK_ALLOWED_HOSTS"])
-
-
-def _kick(pair: str) -> None:
-    current_app.extensions["celery"].send_task(
-        "tfgen.webhooks.deliver", (pair,), queue=current_app.config["WEBHOOK_QUEUE"])
 
 
 @ns.route("")
@@ -177,6 +174,6 @@ class WebhookRedeliver(Resource):
         """Redeliver an event (delivered or failed) with the same webhook-id."""
         admin, store = _admin_store()
         pair = store.redeliver(webhook_id, event_id)
-        _kick(pair)
+        submit_pair(pair)
         audit("webhook", "redeliver", webhook_id=webhook_id, event_id=event_id, by=admin)
         return {"event_id": event_id, "status": "pending"}, 202
