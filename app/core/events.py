@@ -28,6 +28,7 @@ import redis
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
+from app.core.boundary import RedisCalls
 from app.errors import BadRequest, DatabaseUnavailable
 
 __all__ = [
@@ -148,12 +149,7 @@ class RedisEventLog:
         self.key = f"{prefix}:events"
         self.max_len = max_len
         self.max_age = max_age
-
-    def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except redis.RedisError as e:
-            raise DatabaseUnavailable(f"event log unavailable: {e}") from e
+        self._call = RedisCalls(client, "event log", DatabaseUnavailable)
 
     def append(self, event: Mapping[str, Any]) -> str:
         """XADD with an approximate length cap, then trim what is older than ``max_age``."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
+import time
 from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from functools import cached_property
@@ -21,8 +22,11 @@ from typing import Any, Protocol
 
 import redis
 import sqlalchemy as sa
+from redis.client import Pipeline
 from sqlalchemy import exc as sa_exc
 
+from app.core.backoff import full_jitter
+from app.core.boundary import SQL_UNAVAILABLE, RedisCalls, translating
 from app.core.model import JobRequest
 from app.errors import JobStoreUnavailable
 
@@ -200,6 +204,7 @@ class RedisJobStore:
         self.client = client
         self.prefix = prefix
         self.ttl = ttl
+        self._call = RedisCalls(client, "job store", JobStoreUnavailable)
 
     def _key(self, uuid: str) -> str:
         return f"{self.prefix}:job:{uuid}"
@@ -209,12 +214,6 @@ class RedisJobStore:
 
     def _active(self) -> str:
         return f"{self.prefix}:jobs-unfinished"
-
-    def _call(self, fn: Any, *args: Any) -> Any:
-        try:
-            return fn(*args)
-        except redis.RedisError as e:
-            raise JobStoreUnavailable(f"job store unavailable: {e}") from e
 
     def create(self, record: JobRecord, idempotency_key: str | None = None) -> JobRecord:
         """Store a new record and index it by owner and time (one MULTI, or one script).
@@ -274,31 +273,32 @@ class RedisJobStore:
     def transition(
         self, uuid: str, allowed: Collection[str], changes: Mapping[str, Any]
     ) -> JobRecord | None:
-        """Apply ``changes`` when the status is allowed: WATCH, check, MULTI, retry on race."""
+        """Apply ``changes`` when the status is allowed: WATCH, check, MULTI, again on a race.
+
+        Returns:
+            The record as written, or None when there is none or its status is not in
+            ``allowed`` (a lost race is run again, never answered None).
+
+        Raises:
+            JobStoreUnavailable: Redis did not answer.
+        """
         key = self._key(uuid)
-        try:
-            with self.client.pipeline(transaction=True) as pipe:
-                while True:
-                    try:
-                        pipe.watch(key)  # type: ignore[no-untyped-call]
-                        data = pipe.hgetall(key)
-                        if not data:
-                            return None
-                        record = JobRecord.from_fields(data)
-                        if record.status not in allowed:
-                            return None
-                        record = _apply(record, changes)
-                        pipe.multi()
-                        pipe.hset(key, mapping=record.to_fields())
-                        pipe.expire(key, self.ttl)
-                        if record.final:
-                            pipe.zrem(self._active(), uuid)
-                        pipe.execute()
-                        return record
-                    except redis.WatchError:
-                        continue
-        except redis.RedisError as e:
-            raise JobStoreUnavailable(f"job store unavailable: {e}") from e
+
+        def attempt(pipe: Pipeline) -> JobRecord | None:
+            data = pipe.hgetall(key)
+            record = JobRecord.from_fields(data) if data else None
+            if record is None or record.status not in allowed:
+                pipe.reset()  # type: ignore[no-untyped-call]
+                return None
+            record = _apply(record, changes)
+            pipe.multi()
+            pipe.hset(key, mapping=record.to_fields())
+            pipe.expire(key, self.ttl)
+            if record.final:
+                pipe.zrem(self._active(), uuid)
+            return record
+
+        return self._call.transaction(attempt, key)
 
     def list(self, owner: str | None, limit: int = 50) -> list[JobRecord]:
         """Recent records, newest first; expired ones are dropped from the index."""
@@ -333,6 +333,16 @@ class RedisJobStore:
 # --- SQL (embedded) ----------------------------------------------------------------------
 
 
+# The SQL job store's boundary: a database that does not answer is JobStoreUnavailable,
+# as with Redis.
+_sql = translating(SQL_UNAVAILABLE, JobStoreUnavailable, "job store")
+
+#: Lost compare-and-set races after which a SQL transition gives up (retryable). Each
+#: lost race means another writer's transition went through, and the loser waits a
+#: jittered backoff (at most 50 ms) before it reads again.
+SQL_TRANSITION_ATTEMPTS = 100
+
+
 class SqlJobStore:
     """Job records in one SQL table: the embedded default (SQLite), no server needed."""
 
@@ -354,10 +364,7 @@ class SqlJobStore:
             sa.Column("uuid", sa.String(36), nullable=False),
         )
         self._lock = threading.Lock()
-        try:
-            meta.create_all(self.engine)
-        except sa_exc.OperationalError as e:
-            raise JobStoreUnavailable(f"job store unavailable: {e}") from e
+        _sql(meta.create_all)(self.engine)
 
     def _row(self, record: JobRecord) -> dict[str, Any]:
         return {"uuid": record.uuid, "owner": record.owner, "status": record.status,
@@ -368,6 +375,7 @@ class SqlJobStore:
         age = dt.datetime.now(dt.UTC) - parse_time(record.finished_at or record.submitted_at)
         return age.total_seconds() > self.ttl
 
+    @_sql
     def create(self, record: JobRecord, idempotency_key: str | None = None) -> JobRecord:
         """Insert the record, and its idempotency key in the same transaction.
 
@@ -395,6 +403,7 @@ class SqlJobStore:
                 conn.execute(t.delete().where(t.c.key == idempotency_key, t.c.uuid == bound))
         raise JobStoreUnavailable("job store: idempotency key kept changing hands")
 
+    @_sql
     def get(self, uuid: str) -> JobRecord | None:
         """Return the record unless unknown or past its TTL."""
         with self.engine.connect() as conn:
@@ -405,17 +414,29 @@ class SqlJobStore:
         record = JobRecord.from_fields(json.loads(doc))
         return None if self._expired(record) else record
 
+    @_sql
     def delete(self, uuid: str) -> None:
         """Delete the record."""
         with self.engine.begin() as conn:
             conn.execute(self.table.delete().where(self.table.c.uuid == uuid))
 
+    @_sql
     def transition(
         self, uuid: str, allowed: Collection[str], changes: Mapping[str, Any]
     ) -> JobRecord | None:
-        """Apply ``changes`` when the status is allowed: UPDATE guarded on the old status."""
+        """Apply ``changes`` when the status is allowed: UPDATE guarded on the old status.
+
+        Returns:
+            The record as written, or None when there is none or its status is not in
+            ``allowed``. A lost race (another process wrote in between) is run again.
+
+        Raises:
+            JobStoreUnavailable: The database did not answer, or the record kept
+                changing under ``SQL_TRANSITION_ATTEMPTS`` attempts (retryable; never
+                answered None as if the transition were refused).
+        """
         with self._lock:
-            for _ in range(5):
+            for attempt in range(SQL_TRANSITION_ATTEMPTS):
                 current = self.get(uuid)
                 if current is None or current.status not in allowed:
                     return None
@@ -429,8 +450,10 @@ class SqlJobStore:
                     ).rowcount
                 if done:
                     return updated
-        return None
+                time.sleep(full_jitter(attempt, 0.001, 0.05))
+        raise JobStoreUnavailable(f"job store: job {uuid} kept changing during a transition")
 
+    @_sql
     def list(self, owner: str | None, limit: int = 50) -> list[JobRecord]:
         """Recent records, newest first."""
         t = self.table
@@ -442,6 +465,7 @@ class SqlJobStore:
         records = (JobRecord.from_fields(json.loads(d)) for d in docs)
         return [r for r in records if not self._expired(r)]
 
+    @_sql
     def unfinished(self, limit: int = 500) -> tuple[JobRecord, ...]:
         """Records not yet final, oldest first."""
         t = self.table
@@ -451,18 +475,17 @@ class SqlJobStore:
             docs = conn.execute(query).scalars().all()
         return tuple(JobRecord.from_fields(json.loads(d)) for d in docs)
 
+    @_sql
     def release_idempotency(self, key: str) -> None:
         """Delete the key."""
         with self.engine.begin() as conn:
             conn.execute(self.idempotency.delete().where(self.idempotency.c.key == key))
 
+    @_sql
     def ping(self) -> None:
         """Run a trivial query."""
-        try:
-            with self.engine.connect() as conn:
-                conn.execute(sa.select(sa.literal(1)))
-        except sa_exc.OperationalError as e:
-            raise JobStoreUnavailable(f"job store unavailable: {e}") from e
+        with self.engine.connect() as conn:
+            conn.execute(sa.select(sa.literal(1)))
 
 
 def deadline(record: JobRecord, config: Mapping[str, Any]) -> dt.datetime | None:

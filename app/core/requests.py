@@ -32,8 +32,10 @@ from typing import Any, Protocol
 
 import redis
 import sqlalchemy as sa
+from redis.client import Pipeline
 from sqlalchemy import exc as sa_exc
 
+from app.core.boundary import RedisCalls
 from app.core.events import sql_engine
 from app.errors import DatabaseUnavailable
 
@@ -336,6 +338,7 @@ class RedisRequestStore:
     def __init__(self, client: redis.Redis, *, prefix: str = "tfgen") -> None:
         self.client = client
         self.prefix = prefix
+        self._call = RedisCalls(client, "request store", DatabaseUnavailable)
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}:request:{key}"
@@ -348,12 +351,6 @@ class RedisRequestStore:
     def _due(self) -> str:
         return f"{self.prefix}:requests:due"
 
-    def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except redis.RedisError as e:
-            raise DatabaseUnavailable(f"request store unavailable: {e}") from e
-
     def get(self, key: str) -> RequestRecord | None:
         """GET the record."""
         raw = self._call(self.client.get, self._key(key))
@@ -362,32 +359,26 @@ class RedisRequestStore:
     def update(self, key: str, step: Step) -> tuple[RequestRecord | None, bool]:
         """WATCH, run the step, MULTI/EXEC; again on a race."""
         name = self._key(key)
-        try:
-            with self.client.pipeline(transaction=True) as pipe:
-                while True:
-                    try:
-                        pipe.watch(name)  # type: ignore[no-untyped-call]
-                        raw = pipe.get(name)
-                        current = RequestRecord.from_json(raw) if raw else None
-                        outcome = step(current)
-                        if outcome is None:
-                            pipe.reset()  # type: ignore[no-untyped-call]
-                            return current, False
-                        record, changed = outcome
-                        score = dt.datetime.now(dt.UTC).timestamp()
-                        pipe.multi()
-                        pipe.set(name, record.to_json())
-                        pipe.zadd(self._by_time, {key: score})
-                        if record.state in RECONCILE_STATES:
-                            pipe.zadd(self._due, {key: 0}, nx=True)
-                        else:
-                            pipe.zrem(self._due, key)
-                        pipe.execute()
-                        return record, changed
-                    except redis.WatchError:
-                        continue
-        except redis.RedisError as e:
-            raise DatabaseUnavailable(f"request store unavailable: {e}") from e
+
+        def attempt(pipe: Pipeline) -> tuple[RequestRecord | None, bool]:
+            raw = pipe.get(name)
+            current = RequestRecord.from_json(raw) if raw else None
+            outcome = step(current)
+            if outcome is None:
+                pipe.reset()  # type: ignore[no-untyped-call]
+                return current, False
+            record, changed = outcome
+            score = dt.datetime.now(dt.UTC).timestamp()
+            pipe.multi()
+            pipe.set(name, record.to_json())
+            pipe.zadd(self._by_time, {key: score})
+            if record.state in RECONCILE_STATES:
+                pipe.zadd(self._due, {key: 0}, nx=True)
+            else:
+                pipe.zrem(self._due, key)
+            return record, changed
+
+        return self._call.transaction(attempt, name)
 
     def list(self, *, state: str | None = None, cloud_id: str | None = None,
              resource_type: str | None = None, limit: int = 100) -> builtins.list[RequestRecord]:

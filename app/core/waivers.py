@@ -17,6 +17,7 @@ import redis
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
+from app.core.boundary import RedisCalls
 from app.core.jobs import parse_time, utcnow
 from app.errors import DatabaseUnavailable
 
@@ -98,15 +99,10 @@ class RedisWaiverStore:
         self.client = client
         self.all_key = f"{prefix}:waivers"
         self.prefix = prefix
+        self._call = RedisCalls(client, "waiver store", DatabaseUnavailable)
 
     def _request_set(self, key: str) -> str:
         return f"{self.prefix}:waivers:{key}"
-
-    def _call(self, fn: Any, *args: Any) -> Any:
-        try:
-            return fn(*args)
-        except redis.RedisError as e:
-            raise DatabaseUnavailable(f"waiver store unavailable: {e}") from e
 
     def add(self, waiver: Waiver) -> None:
         """HSET the waiver and index it by request, in one transaction."""

@@ -54,6 +54,7 @@ import gitlab
 import gitlab.exceptions
 import requests
 
+from app.core.backoff import full_jitter
 from app.core.locks import LocalLocks, LockFactory
 from app.core.model import Change, PublishResult, RenderedFile, Secret
 from app.core.publish.base import branch_lock, made_by_job
@@ -208,7 +209,7 @@ class _Conversation:
         if failure.delay is not None:
             delay = failure.delay + random.uniform(0, policy.backoff_base)
         else:
-            delay = random.uniform(0, min(policy.backoff_max, policy.backoff_base * 2**attempt))
+            delay = full_jitter(attempt, policy.backoff_base, policy.backoff_max)
         left = self.deadline - time.monotonic()
         if attempt >= policy.max_retries or delay > left:
             raise GitLabUnavailable(

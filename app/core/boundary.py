@@ -1,0 +1,84 @@
+"""Error translation at a store's boundary, written once for every store.
+
+A driver's outage (Redis refusing or dropping the connection, a SQL server that does
+not answer) becomes the store's own retryable ``TfgenError`` at the store's edge, never
+further in (python-gitlab's ``on_http_error`` decorator is the model):
+
+- ``translating``: a decorator for a store's public methods;
+- ``RedisCalls``: a Redis store's calls and optimistic transactions (redis-py's own
+  ``Redis.transaction``: WATCH, run, MULTI/EXEC, run again when a watched key moved).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar, cast
+
+import redis
+from redis.client import Pipeline
+from sqlalchemy import exc as sa_exc
+
+from app.errors import TfgenError
+
+__all__ = ["SQL_UNAVAILABLE", "RedisCalls", "translating"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+#: What a SQL driver raises when the database is not answering (not refused SQL).
+SQL_UNAVAILABLE: tuple[type[Exception], ...] = (
+    sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
+
+
+def translating(
+    caught: type[BaseException] | tuple[type[BaseException], ...],
+    raised: type[TfgenError], what: str,
+) -> Callable[[Callable[P, T]], Callable[P, T]]:
+    """Decorate a store method so that ``caught`` leaves it as ``raised``.
+
+    Args:
+        caught: The driver's outage exceptions.
+        raised: The store's error (``JobStoreUnavailable``, ``DatabaseUnavailable``).
+        what: The store's name in the message (``"job store"``).
+    """
+    def decorate(fn: Callable[P, T]) -> Callable[P, T]:
+        @functools.wraps(fn)
+        def wrapped(*args: P.args, **kwargs: P.kwargs) -> T:
+            try:
+                return fn(*args, **kwargs)
+            except caught as e:
+                raise raised(f"{what} unavailable: {e}") from e
+        return wrapped
+    return decorate
+
+
+class RedisCalls:
+    """A Redis store's calls: every ``RedisError`` becomes the store's error.
+
+    Args:
+        client: The store's client.
+        what: The store's name in the message.
+        raised: The store's error class.
+    """
+
+    def __init__(self, client: redis.Redis, what: str, raised: type[TfgenError]) -> None:
+        self.client = client
+        self._translate = translating(redis.RedisError, raised, what)
+
+    def __call__(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run one client call (or a pipeline's ``execute``)."""
+        return self._translate(fn)(*args, **kwargs)
+
+    def transaction(self, attempt: Callable[[Pipeline], T], *watched: str) -> T:
+        """Run ``attempt`` under WATCH of ``watched`` until its MULTI/EXEC wins.
+
+        ``attempt`` reads through the pipe, then either calls ``pipe.multi()`` and
+        queues its writes, or returns without writing (after ``pipe.reset()``, no
+        EXEC is sent). A lost race runs it again; nothing is written twice.
+
+        Returns:
+            What ``attempt`` returned on the run that counted.
+        """
+        return cast(T, self(self.client.transaction, attempt, *watched,
+                            value_from_callable=True))
