@@ -1,0 +1,167 @@
+"""Job records as Redis hashes, with per-owner, global and unfinished sorted-set indexes."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Collection, Mapping
+from functools import cached_property
+from typing import Any
+
+import redis
+from redis.client import Pipeline
+
+from app.core.boundary import RedisCalls
+from app.core.jobs.record import JobRecord, apply_changes, parse_time, text
+from app.errors import JobStoreUnavailable
+
+__all__ = ["RedisJobStore"]
+
+# --- Redis -------------------------------------------------------------------------------
+
+# KEYS: idempotency key, job key, owner index, global index, unfinished index.
+# ARGV: uuid, ttl, score, job key prefix, then the record's field/value pairs.
+_CREATE_ONCE = """
+local bound = redis.call('GET', KEYS[1])
+if bound and redis.call('EXISTS', ARGV[4] .. bound) == 1 then
+  return bound
+end
+redis.call('HSET', KEYS[2], unpack(ARGV, 5))
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[5], ARGV[3], ARGV[1])
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return ARGV[1]
+"""
+
+class RedisJobStore:
+    """Job records as Redis hashes, with per-owner and global sorted-set indexes."""
+
+    def __init__(self, client: redis.Redis, *, prefix: str = "tfgen", ttl: int = 604800) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.ttl = ttl
+        self._call = RedisCalls(client, "job store", JobStoreUnavailable)
+
+    def _key(self, uuid: str) -> str:
+        return f"{self.prefix}:job:{uuid}"
+
+    def _index(self, owner: str | None) -> str:
+        return f"{self.prefix}:jobs:{owner}" if owner else f"{self.prefix}:jobs"
+
+    def _active(self) -> str:
+        return f"{self.prefix}:jobs-unfinished"
+
+    def create(self, record: JobRecord, idempotency_key: str | None = None) -> JobRecord:
+        """Store a new record and index it by owner and time (one MULTI, or one script).
+
+        With ``idempotency_key``, a Lua script checks the key, writes the record and
+        binds the key in one step: no reader ever sees the key without its record.
+        """
+        score = parse_time(record.submitted_at).timestamp()
+        if idempotency_key:
+            return self._create_once(record, idempotency_key, score)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(self._key(record.uuid), mapping=record.to_fields())
+        pipe.expire(self._key(record.uuid), self.ttl)
+        pipe.zadd(self._index(record.owner), {record.uuid: score})
+        pipe.zadd(self._index(None), {record.uuid: score})
+        pipe.zadd(self._active(), {record.uuid: score})
+        self._call(pipe.execute)
+        return record
+
+    def _create_once(self, record: JobRecord, key: str, score: float) -> JobRecord:
+        flat = [part for item in record.to_fields().items() for part in item]
+        keys = [self._idem(key), self._key(record.uuid), self._index(record.owner),
+                self._index(None), self._active()]
+        for _ in range(3):
+            bound = text(self._call(self._create_script, keys,
+                                     [record.uuid, self.ttl, score, self._key(""), *flat]))
+            if bound == record.uuid:
+                return record
+            earlier = self.get(bound)
+            if earlier is not None:
+                return earlier
+        raise JobStoreUnavailable("job store: idempotency key kept changing hands")
+
+    @cached_property
+    def _create_script(self) -> Any:
+        return self.client.register_script(_CREATE_ONCE)
+
+    def _idem(self, key: str) -> str:
+        return f"{self.prefix}:idem:{key}"
+
+    def get(self, uuid: str) -> JobRecord | None:
+        """Return the record, or None."""
+        data = self._call(self.client.hgetall, self._key(uuid))
+        return JobRecord.from_fields(data) if data else None
+
+    def delete(self, uuid: str) -> None:
+        """Remove the record and its index entries."""
+        record = self.get(uuid)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(self._key(uuid))
+        pipe.zrem(self._index(None), uuid)
+        pipe.zrem(self._active(), uuid)
+        if record:
+            pipe.zrem(self._index(record.owner), uuid)
+        self._call(pipe.execute)
+
+    def transition(
+        self, uuid: str, allowed: Collection[str], changes: Mapping[str, Any]
+    ) -> JobRecord | None:
+        """Apply ``changes`` when the status is allowed: WATCH, check, MULTI, again on a race.
+
+        Returns:
+            The record as written, or None when there is none or its status is not in
+            ``allowed`` (a lost race is run again, never answered None).
+
+        Raises:
+            JobStoreUnavailable: Redis did not answer.
+        """
+        key = self._key(uuid)
+
+        def attempt(pipe: Pipeline) -> JobRecord | None:
+            data = pipe.hgetall(key)
+            record = JobRecord.from_fields(data) if data else None
+            if record is None or record.status not in allowed:
+                pipe.reset()  # type: ignore[no-untyped-call]
+                return None
+            record = apply_changes(record, changes)
+            pipe.multi()
+            pipe.hset(key, mapping=record.to_fields())
+            pipe.expire(key, self.ttl)
+            if record.final:
+                pipe.zrem(self._active(), uuid)
+            return record
+
+        return self._call.transaction(attempt, key)
+
+    def list(self, owner: str | None, limit: int = 50) -> list[JobRecord]:
+        """Recent records, newest first; expired ones are dropped from the index."""
+        index = self._index(owner)
+        cutoff = dt.datetime.now(dt.UTC).timestamp() - self.ttl
+        self._call(self.client.zremrangebyscore, index, "-inf", cutoff)
+        uuids = self._call(self.client.zrevrange, index, 0, limit - 1)
+        records = (self.get(u.decode() if isinstance(u, bytes) else u) for u in uuids)
+        return [r for r in records if r is not None]
+
+    def unfinished(self, limit: int = 500) -> tuple[JobRecord, ...]:
+        """Records not yet final, oldest first; ended or expired ones leave the index."""
+        uuids = [text(u) for u in self._call(self.client.zrange, self._active(), 0, limit - 1)]
+        records = []
+        for uuid in uuids:
+            record = self.get(uuid)
+            if record is None or record.final:
+                self._call(self.client.zrem, self._active(), uuid)
+            else:
+                records.append(record)
+        return tuple(records)
+
+    def ping(self) -> None:
+        """Ping Redis."""
+        self._call(self.client.ping)
+
+    def release_idempotency(self, key: str) -> None:
+        """Delete the key."""
+        self._call(self.client.delete, self._idem(key))
