@@ -229,10 +229,14 @@ def submit(job_uuid: str, correlation_id: str, request_ref: str) -> None:
         QueueUnavailable: The broker did not take the message.
     """
     config = current_app.config
-    task = current_app.extensions["celery"].tasks[generate.name]
+    celery: Celery = current_app.extensions["celery"]
     try:
-        task.apply_async(
-            args=[job_uuid], task_id=job_uuid, argsrepr=request_ref,
+        # The worker's own time limits govern: Celery would otherwise stamp this
+        # process's limits for the (locally registered) task into the message, and a
+        # limit in the message wins over the worker's settings.
+        celery.send_task(
+            generate.name, args=[job_uuid], task_id=job_uuid, argsrepr=request_ref,
+            time_limit=None, soft_time_limit=None,
             queue=config["JOB_QUEUE"], expires=config["JOB_QUEUE_EXPIRES"],
             headers={CORRELATION_HEADER: correlation_id}, retry=True,
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import shared_task
+from celery import Celery, shared_task
 from flask import current_app
 
 from app.core import gitlab_events
@@ -36,5 +36,7 @@ def submit(event: dict[str, Any]) -> None:
         Exception: Whatever the broker raised; the caller answers so that GitLab
             delivers again.
     """
-    task = current_app.extensions["celery"].tasks[gitlab_hook.name]
-    task.apply_async(args=[event], queue=current_app.config["JOB_QUEUE"], retry=True)
+    celery: Celery = current_app.extensions["celery"]
+    # time limits None: the worker's own settings govern (see tasks.generate.submit).
+    celery.send_task(gitlab_hook.name, args=[event], queue=current_app.config["JOB_QUEUE"],
+                     retry=True, time_limit=None, soft_time_limit=None)
