@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def run_demo(var: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("CELERY_", "DATABASE_", "JOB_", "GIT_", "PUBLISHER"))}
+           if not k.startswith(("CELERY_", "DATABASE_", "JOB_", "GIT_", "PUBLISHER",
+                                      "POLICY_", "CHECKOV_"))}
     env.update(TFGEN_VENV=sys.prefix, TFGEN_VAR_DIR=str(var))
     return subprocess.run(["bash", str(ROOT / "run" / "demo.sh"), *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=240)
