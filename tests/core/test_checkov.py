@@ -6,13 +6,12 @@ packaging<24, which kombu 5.7 cannot use); it is skipped, saying so, when that i
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from app.core.checkov import Checkov
 from app.core.model import RenderedFile, ResourceRequest, Template
 from app.core.policy import PolicyCheck, PolicyEngine
+from tests.conftest import CHECKOV_BIN
 
 OPEN_SSH = RenderedFile("aws/ec2/vm.tf", '''resource "aws_security_group" "vm" {
   name = "vm"
@@ -24,7 +23,6 @@ OPEN_SSH = RenderedFile("aws/ec2/vm.tf", '''resource "aws_security_group" "vm" {
   }
 }
 ''')
-CHECKOV_BIN = os.environ.get("CHECKOV_BIN")
 
 
 def check_with(scanner: Checkov) -> list[dict[str, str]]:
