@@ -1,6 +1,6 @@
 """The generation task: thin. Ids in, stages out, retry decisions; the work is in core.
 
-Reliability settings (``config/settings.py``): late ack and reject on worker lost, so a
+Reliability settings (``config/settings/``): late ack and reject on worker lost, so a
 worker killed mid-job has the job run again; the publisher makes that re-run idempotent.
 The job record, not Celery's result, is what the API shows; Celery's state (and Flower,
 which learns it from task events) tells the same story:
