@@ -16,12 +16,13 @@ from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar, cast
 
 import redis
+import sqlalchemy as sa
 from redis.client import Pipeline
 from sqlalchemy import exc as sa_exc
 
 from app.errors import TfgenError
 
-__all__ = ["SQL_UNAVAILABLE", "RedisCalls", "translating"]
+__all__ = ["SQL_UNAVAILABLE", "RedisCalls", "sql_engine", "translating"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -29,6 +30,14 @@ T = TypeVar("T")
 #: What a SQL driver raises when the database is not answering (not refused SQL).
 SQL_UNAVAILABLE: tuple[type[Exception], ...] = (
     sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
+
+
+def sql_engine(url: str) -> sa.Engine:
+    """An engine for tfgen's own SQL stores (jobs, requests, events, waivers). On SQLite,
+    several processes (gunicorn workers, Celery children) write one file: wait up to 30 s
+    for its lock instead of 5."""
+    connect_args = {"timeout": 30} if url.startswith("sqlite") else {}
+    return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
 
 
 def translating(

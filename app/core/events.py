@@ -28,7 +28,7 @@ import redis
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
-from app.core.boundary import RedisCalls
+from app.core.boundary import RedisCalls, sql_engine
 from app.errors import BadRequest, DatabaseUnavailable
 
 __all__ = [
@@ -39,7 +39,6 @@ __all__ = [
     "SqlEventLog",
     "event_log_from_url",
     "read_events",
-    "sql_engine",
 ]
 
 #: Every cursor, on either store: ``<n>-<n>`` (a Redis Stream entry ID; the SQL store
@@ -124,12 +123,6 @@ def read_events(
             return out, cursor or log.zero
         log.wait(cursor or log.zero, left)
 
-
-def sql_engine(url: str) -> sa.Engine:
-    """An engine for the embedded stores. On SQLite, several processes (gunicorn workers,
-    Celery children) write one file: wait up to 30 s for its lock instead of 5."""
-    connect_args = {"timeout": 30} if url.startswith("sqlite") else {}
-    return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
 
 
 def _now() -> dt.datetime:

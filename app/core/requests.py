@@ -35,8 +35,7 @@ import sqlalchemy as sa
 from redis.client import Pipeline
 from sqlalchemy import exc as sa_exc
 
-from app.core.boundary import RedisCalls
-from app.core.events import sql_engine
+from app.core.boundary import RedisCalls, sql_engine
 from app.errors import DatabaseUnavailable
 
 __all__ = [

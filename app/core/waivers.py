@@ -17,7 +17,7 @@ import redis
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
-from app.core.boundary import RedisCalls
+from app.core.boundary import RedisCalls, sql_engine
 from app.core.jobs import parse_time, utcnow
 from app.errors import DatabaseUnavailable
 
@@ -147,7 +147,7 @@ class SqlWaiverStore:
     """Waivers in one SQL table beside the job table (the embedded SQLite default)."""
 
     def __init__(self, url: str, *, table: str = "tfgen_waiver") -> None:
-        self.engine = sa.create_engine(url, pool_pre_ping=True)
+        self.engine = sql_engine(url)
         meta = sa.MetaData()
         self.table = sa.Table(
             table, meta,

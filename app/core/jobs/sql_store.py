@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
 from app.core.backoff import full_jitter
-from app.core.boundary import SQL_UNAVAILABLE, translating
+from app.core.boundary import SQL_UNAVAILABLE, sql_engine, translating
 from app.core.jobs.record import ACTIVE, JobRecord, apply_changes, parse_time
 from app.errors import JobStoreUnavailable
 
@@ -37,7 +37,7 @@ class SqlJobStore:
 
     def __init__(self, url: str, *, ttl: int = 604800, table: str = "tfgen_job") -> None:
         self.ttl = ttl
-        self.engine = sa.create_engine(url, pool_pre_ping=True)
+        self.engine = sql_engine(url)
         meta = sa.MetaData()
         self.table = sa.Table(
             table, meta,
