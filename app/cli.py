@@ -11,10 +11,11 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from app.core.lint import lint_templates
 from app.core.policy import PolicyEngine
 from app.core.publish.git import init_bare_remote, is_local_path
-from app.core.schema import init_schema, load_demo
+from app.core.render.lint import lint_templates
+from app.core.store.schema import init_schema
+from app.demo import RESOURCE_TYPES, load_demo
 from app.errors import PolicyError
 from app.services import Services
 from config.settings import ROOT
@@ -44,7 +45,7 @@ def init_db_command(demo: bool) -> None:
     if engine.dialect.name == "oracle":
         raise click.ClickException("refusing to create tables in Oracle: APEX owns that schema")
     schema = svc.store.settings.schema
-    init_schema(engine, schema=schema)
+    init_schema(engine, RESOURCE_TYPES, schema=schema)
     if demo:
         load_demo(engine, schema=schema)
     where = engine.url.render_as_string(hide_password=True) + (f" (schema {schema})"

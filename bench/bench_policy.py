@@ -23,9 +23,9 @@ from app.core.checkov import Checkov
 from app.core.model import RenderedFile, ResourceRequest, Template, file_path
 from app.core.policy import PolicyCheck, PolicyEngine
 from app.core.render import Renderer
-from app.core.schema import RESOURCE_TYPES
 from app.core.validate import Validator
 from app.core.waivers import waiver_store_from_url
+from app.demo import RESOURCE_TYPES
 
 ROOT = Path(__file__).resolve().parent.parent
 

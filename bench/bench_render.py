@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.core.model import RenderedFile, ResourceRequest, Template
 from app.core.render import Renderer
-from app.core.schema import RESOURCE_TYPES
 from app.core.validate import Validator
+from app.demo import RESOURCE_TYPES
 
 
 def cases() -> list[tuple[Template, ResourceRequest]]:

@@ -23,8 +23,8 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from app.core.model import JobRequest
-from app.core.schema import create_demo_database
 from app.core.store import ApexStore, StoreSettings
+from app.demo import create_demo_database
 
 PG_URL = os.environ.get("TFGEN_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REQUEST = JobRequest("aws", "ec2", 7)

@@ -26,13 +26,8 @@ from flask.testing import FlaskClient
 
 from app import create_app
 from app.auth import mint_dev_token
-from app.core.schema import (
-    RESOURCE_TYPES,
-    ResourceType,
-    create_demo_database,
-    init_schema,
-    load_demo,
-)
+from app.core.store.schema import ResourceType, init_schema
+from app.demo import RESOURCE_TYPES, create_demo_database, load_demo
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("TFGEN_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")

@@ -21,7 +21,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from app.core.schema import RESOURCE_TYPES
+from app.demo import RESOURCE_TYPES
 from tests.conftest import RUN_ID, Stack, Worker, sqlite_apex, stack_env
 from tests.stubs.gitlab_server import P_COMMITS, GitLabStub, Project
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from app.core.schema import create_demo_database
+from app.demo import create_demo_database
 from tests.conftest import REDIS_URL, ROOT, RUN_ID, Stack, Worker
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import redis
 import sqlalchemy as sa
 
-from app.core.schema import RESOURCE_TYPES, ResourceType, create_demo_database
+from app.core.store.schema import ResourceType
+from app.demo import RESOURCE_TYPES, create_demo_database
 from tests.conftest import SLOW, Stack, Worker, stack_env
 
 

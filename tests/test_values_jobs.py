@@ -2,7 +2,7 @@
 disappears while a job waits, and a git remote whose URL carries a token.
 
 The publisher-level rules are in ``tests/core/publish/test_git.py`` and the filters'
-in ``tests/core/test_terraform_filters.py``; here the API, Redis, a prefork worker, the
+in ``tests/core/render/test_terraform_filters.py``; here the API, Redis, a prefork worker, the
 SQLite APEX schema and a real ``git push`` run together.
 """
 

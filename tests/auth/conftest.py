@@ -18,12 +18,12 @@ from flask.testing import FlaskClient
 
 from app import create_app
 from app.auth import current_principal
-from app.core.schema import create_demo_database
+from app.demo import create_demo_database
 from tests.stubs.idp import IdentityProvider
 
 CLOUD_PERMISSIONS = '{"aws-users": ["aws"], "azure-users": ["azure"], "platform": ["*"]}'
 
-#: A request row of the demo APEX data for each cloud (``app/core/schema.py``).
+#: A request row of the demo APEX data for each cloud (``app/demo/data.py``).
 DEMO_REQUESTS = {"aws": ("ec2", 7), "azure": ("vm", 101)}
 
 #: A protected route every signed-in caller may read.

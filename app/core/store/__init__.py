@@ -2,7 +2,9 @@
 
 - ``engine``: settings, engine and pool, driver errors translated at the boundary;
 - ``values``: the identifier rule, driver values as plain Python, the rules' order;
-- ``apex``: the queries (catalog, request row with its template and rules, user tokens).
+- ``apex``: the queries (catalog, request row with its template and rules, user tokens);
+- ``schema``: the shapes of those tables and views, created for development and tests
+  (``init-db``; imported on its own, never by the queries).
 """
 
 from app.core.store.apex import ApexStore

@@ -25,8 +25,9 @@ import sqlalchemy as sa
 
 from app.core.model import JobRequest
 from app.core.render import Renderer
-from app.core.schema import RESOURCE_TYPES, ResourceType, drop_schema, init_schema, load_demo
 from app.core.store import ApexStore, StoreSettings, plain_value
+from app.core.store.schema import ResourceType, drop_schema, init_schema
+from app.demo import RESOURCE_TYPES, load_demo
 from app.errors import DatabaseUnavailable, NotFound, RequestNotFound, TemplateNotFound
 from tests.conftest import PG_URL, free_port, require_postgresql
 

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from flask import Flask
 
 from app import create_app
-from app.core.lint import column_kinds
+from app.core.render.lint import column_kinds
 from tests.conftest import sqlite_apex
 
 BAD_TEMPLATES = {

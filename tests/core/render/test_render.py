@@ -15,9 +15,9 @@ from typing import Any
 import pygohcl
 import pytest
 
-from app.core.hcl import escape_string, hcl, is_identifier
 from app.core.model import ResourceRequest, Template
 from app.core.render import Renderer
+from app.core.render.hcl_writer import escape_string, hcl, is_identifier
 from app.errors import InvalidRequestData, RenderError
 
 CORPUS: list[str] = [
@@ -149,7 +149,7 @@ def test_adjacent_values_cannot_join_into_an_interpolation(renderer: Renderer) -
 
 
 def test_demo_values_render_and_parse(renderer: Renderer) -> None:
-    from app.core.schema import RDS_TEMPLATE
+    from app.demo import RDS_TEMPLATE
 
     row = {"module_version": "1.2.0", "engine": "postgres", "engine_version": "16",
            "instance_class": "db.t3", "allocated_storage": 100, "multi_az": True,

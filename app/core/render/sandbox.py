@@ -6,13 +6,13 @@ into APEX. So:
 - templates run in Jinja's ``ImmutableSandboxedEnvironment`` with ``StrictUndefined``:
   no dunder access, no ``str.format`` or ``|attr`` tricks, no mutation of the context,
   a missing variable is an error rather than an empty string;
-- every printed expression is escaped for the exact place it lands (``placement``):
+- every printed expression is escaped for the exact place it lands (``escaping``):
   inside a quoted string, a heredoc or a comment it is escaped by HCL's rules, in a bare
   position only complete literals (``| hcl``) and plain name or number tokens pass;
 - the filters ``hcl``, ``hcl_map``, ``hcl_identifier`` (and the APEX team's
   ``to_terraform_string`` / ``to_terraform_list`` / ``to_terraform_bool``) turn values
   into HCL literals; ``to_terraform_bool`` is given the source of the expression it is
-  applied to (``placement.NAMED_FILTERS``) so a value it refuses is named;
+  applied to (``escaping.NAMED_FILTERS``) so a value it refuses is named;
 - compiled templates are cached by (cloud, type, module version, sha256 of the text).
 
 Errors: a missing variable or a value that cannot be written where the template puts
@@ -36,9 +36,9 @@ from jinja2 import nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from app.core import hcl as hcl_
 from app.core.model import ResourceRequest, Template
-from app.core.placement import EMIT_FILTER, Placement, annotate
+from app.core.render import hcl_writer as hcl_
+from app.core.render.escaping import EMIT_FILTER, Placement, annotate
 from app.errors import InvalidRequestData, RenderError, TfgenError
 
 __all__ = ["CompiledTemplate", "HclEnvironment", "Renderer"]
@@ -64,7 +64,7 @@ class _PlacedValueError(hcl_.HclValueError):
 
 def _emit(value: Any, kind: str, line: int, label: str, guard_start: bool,
           guard_end: bool, delimiter: str) -> _Emitted:
-    """The output hook every ``{{ ... }}`` goes through (added by ``placement``)."""
+    """The output hook every ``{{ ... }}`` goes through (added by ``escaping``)."""
     if isinstance(value, jinja2.Undefined):
         value._fail_with_undefined_error()  # StrictUndefined (or a sandbox refusal)
     try:

@@ -1,4 +1,4 @@
-"""Where each ``{{ ... }}`` of a template lands in the HCL it produces.
+"""Context-aware escaping: where each ``{{ ... }}`` of a template lands in the HCL it produces.
 
 Jinja knows nothing of HCL, so a value printed inside ``"..."`` and one printed bare
 would otherwise be treated alike. ``annotate`` walks a parsed template in source order,
