@@ -123,23 +123,24 @@ def register_apis(app: Flask) -> None:
     """Mount ``/api/v1`` (flask-restx, Swagger UI at ``/api/v1/docs``) and the probes."""
     from app.apis import (  # noqa: F401 - registers the routes
         events,
+        generate,
         hooks,
         jobs,
         requests,
         templates,
+        terraform,
         waivers,
         webhooks,
     )
     from app.apis.bodies import register_body_limits
     from app.apis.errors import register_error_handlers
-    from app.apis.generate import ns as terraform_ns
     from app.apis.health import bp as health_bp
     from app.metrics import register_metrics
 
     blueprint = Blueprint("api_v1", __name__, url_prefix="/api/v1")
     api = api_v1()
     api.init_app(blueprint)
-    api.add_namespace(terraform_ns)
+    api.add_namespace(terraform.ns)
     api.add_namespace(jobs.ns)
     api.add_namespace(waivers.ns)
     api.add_namespace(webhooks.ns)

@@ -7,16 +7,15 @@ import uuid
 from typing import Any
 
 from flask import g, request
-from flask_restx import Namespace, Resource, fields
+from flask_restx import Resource, fields
 
 from app.apis.common import IDENT, INT64_MAX, Int64, error_model, example_model, services
+from app.apis.terraform import ns
 from app.auth import current_principal, require_cloud, resolve_owner
 from app.core.jobs import JobRecord
 from app.logs import audit, bind_job
 from app.metrics import JOBS_SUBMITTED
 from tasks.generate import submit
-
-ns = Namespace("terraform", description="Generate Terraform from an APEX request")
 
 generate_request = example_model("GenerateRequest", {
     "cloud_id": fields.String(required=True, pattern=IDENT, max_length=30, example="aws",

@@ -1,4 +1,8 @@
-"""``GET /api/v1/terraform/templates``: the catalog of accepted (cloud, type) pairs."""
+"""``GET /api/v1/terraform/templates``: the catalog of accepted (cloud, type) pairs.
+
+Its routes and the ``CatalogEntry`` model live here; the namespace object is shared
+with ``generate`` (``app/apis/terraform.py``), so the URL and the Swagger tag stay.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from typing import Any
 from flask_restx import Resource, fields
 
 from app.apis.common import services
-from app.apis.generate import ns
+from app.apis.terraform import ns
 from app.auth import current_principal
 
 catalog_entry = ns.model("CatalogEntry", {
