@@ -19,7 +19,7 @@ from app.auth import init_auth, register_swagger_ui
 from app.extensions import api_v1
 from app.logs import configure_logging, reset_context
 from app.services import Services
-from config.settings import ConfigError, load_settings
+from config.settings import SETTINGS_KEY, ConfigError, load_settings
 
 __all__ = ["celery_init_app", "create_app"]
 
@@ -196,6 +196,9 @@ def celery_init_app(app: Flask) -> Celery:
             with app.app_context():
                 return self.run(*args, **kwargs)
 
+    from tasks.periodic import beat_schedule  # beside the tasks it names
+
+    app.config["CELERY"].setdefault("beat_schedule", beat_schedule(app.config[SETTINGS_KEY]))
     celery_app = Celery(app.name, task_cls=FlaskTask)
     celery_app.config_from_object(app.config["CELERY"])
     celery_app.set_default()

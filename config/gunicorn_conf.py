@@ -1,9 +1,12 @@
 """gunicorn settings for production: ``gunicorn -c config/gunicorn_conf.py manage:app``.
 
-Every value can be overridden from the environment (``GUNICORN_*``, ``PORT``); the
-defaults suit one API pod. Logs, access log included, are structured lines from
-``app.logs`` (``LOG_FORMAT``, ``LOG_LEVEL``). With ``PROMETHEUS_MULTIPROC_DIR`` set the
-workers share their metrics through that folder, emptied when the server starts.
+Every value comes from tfgen's typed settings (``config/settings/``), read once here:
+``PORT`` and ``GUNICORN_*`` (``ServerSettings``; the defaults suit one API pod), and the
+log level and format the app uses (``LOG_LEVEL``, ``LOG_FORMAT``, whose default follows
+``APP_ENV``). A missing or malformed setting stops the server before it forks, naming
+it. Logs, access log included, are structured lines from ``app.logs``. With
+``PROMETHEUS_MULTIPROC_DIR`` set the workers share their metrics through that folder,
+emptied when the server starts.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ if str(ROOT) not in sys.path:  # the config is read before gunicorn changes dire
     sys.path.insert(0, str(ROOT))
 
 from app.metrics import clear_multiprocess_dir, multiprocess_dir  # noqa: E402
+from config.settings import load  # noqa: E402
 
 
 def cpu_limit() -> int:
@@ -31,32 +35,29 @@ def cpu_limit() -> int:
     return len(os.sched_getaffinity(0)) or 1
 
 
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "")
-    return int(raw) if raw.strip() else default
+_settings = load()
+_server = _settings.server
 
-
-bind = f"0.0.0.0:{_env_int('PORT', 8000)}"
+bind = f"0.0.0.0:{_server.port}"
 # The API waits on Redis and the database, not on the CPU: threads serve the waits.
 worker_class = "gthread"
-workers = _env_int("GUNICORN_WORKERS", 2 * cpu_limit() + 1)
-threads = _env_int("GUNICORN_THREADS", 4)
+workers = _server.workers or 2 * cpu_limit() + 1
+threads = _server.threads
 # No request does slow work (that is the workers'), so 30 s means something hangs.
-timeout = _env_int("GUNICORN_TIMEOUT", 30)
-graceful_timeout = _env_int("GUNICORN_GRACEFUL_TIMEOUT", 25)
+timeout = _server.timeout
+graceful_timeout = _server.graceful_timeout
 # Above the ingress's idle timeout, so the proxy closes idle connections, not gunicorn.
-keepalive = _env_int("GUNICORN_KEEPALIVE", 75)
-max_requests = _env_int("GUNICORN_MAX_REQUESTS", 2000)
-max_requests_jitter = _env_int("GUNICORN_MAX_REQUESTS_JITTER", 200)
-worker_tmp_dir = os.environ.get("GUNICORN_WORKER_TMP_DIR", "/dev/shm")  # noqa: S108 - tmpfs heartbeat
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+keepalive = _server.keepalive
+max_requests = _server.max_requests
+max_requests_jitter = _server.max_requests_jitter
+worker_tmp_dir = _server.worker_tmp_dir  # a tmpfs: the workers' heartbeat files
+forwarded_allow_ips = _server.forwarded_allow_ips
 limit_request_line = 4094
 limit_request_fields = 100
 
-_level = os.environ.get("LOG_LEVEL", "INFO").upper()
-# The app's own default (config/settings/): one format for every line of the process.
-_format = os.environ.get("LOG_FORMAT") or (
-    "json" if os.environ.get("APP_ENV", "dev") == "prod" else "console")
+_level = _settings.log.level.upper()
+# The app's own format (json in prod, console elsewhere): one format for every line.
+_format = _settings.log.format
 accesslog = "-"
 errorlog = "-"
 loglevel = _level.lower()

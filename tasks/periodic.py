@@ -1,9 +1,13 @@
-"""Tasks ``celery -A tasks beat`` sends on a schedule (``CELERY["beat_schedule"]``).
+"""Tasks ``celery -A tasks beat`` sends on a schedule, and the schedule (``beat_schedule``).
 
 - ``tfgen.reconcile`` every ``RECONCILE_INTERVAL`` seconds: requests waiting on GitLab.
 - ``tfgen.sweep`` every ``JOB_SWEEP_INTERVAL`` seconds: ends every unfinished job past
   its deadline as FAILURE ``TIMEOUT`` (``app.core.jobs.deadline``), so a job whose
   message was lost (a Redis outage, a worker host gone) ends without anyone polling it.
+- ``tfgen.webhooks.sweep`` (``tasks.deliver``) every ``WEBHOOK_SWEEP_INTERVAL`` seconds.
+
+The schedule names the tasks by their objects, so each task name is spelled once, in
+its decorator; ``celery_init_app`` puts it under ``CELERY["beat_schedule"]``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from app.core.jobs import sweep_overdue
 from app.core.reconcile import Reconciler
 from app.logs import get_logger
 from app.services import Services
+from config.settings import Settings
+from tasks import deliver
 from tasks.generate import tell_celery_failed
 from tasks.observe import job_finished
 
@@ -47,3 +53,22 @@ def sweep(self: Task) -> int:
     if ended:
         log.warning("jobs.swept", count=len(ended), jobs=[r.uuid for r in ended])
     return len(ended)
+
+
+def beat_schedule(s: Settings) -> dict[str, Any]:
+    """What ``celery -A tasks beat`` sends, and how often (an interval of 0 turns it off).
+
+    A run that waited longer than one interval is dropped: the next one does its work.
+    Entries are named after their task (``tfgen-reconcile`` for ``tfgen.reconcile``).
+    """
+    schedule: dict[str, Any] = {}
+    for task, interval, queue in (
+            (reconcile, s.reconcile.interval, s.celery.queue),
+            (sweep, s.celery.sweep_interval, s.celery.queue),
+            # Webhooks out: fan out what a lost message left behind, re-send what is due.
+            (deliver.sweep, s.webhooks.sweep_interval, s.webhooks.queue)):
+        if interval > 0:
+            schedule[task.name.replace(".", "-")] = {
+                "task": task.name, "schedule": float(interval),
+                "options": {"queue": queue, "expires": interval}}
+    return schedule

@@ -4,7 +4,7 @@
 - tasks never import the HTTP layer (``app.apis``);
 - the HTTP layer never imports a publisher nor enqueues by name (it calls a task's
   ``submit()``);
-- the names the API and the worker share (task names, the correlation header) are
+- the names the API, the worker and beat share (task names, the correlation header) are
   spelled once;
 - importing ``tasks`` builds no Flask app (``celery -A tasks`` binds it lazily).
 """
@@ -78,14 +78,17 @@ def string_constants(*packages: str) -> list[tuple[Path, int, str]]:
 
 
 def test_task_and_header_names_are_spelled_once() -> None:
+    from tasks import deliver as webhooks
     from tasks.deliver import deliver, fan_out
     from tasks.generate import generate
     from tasks.hooks import gitlab_hook
     from tasks.observe import CORRELATION_HEADER
+    from tasks.periodic import reconcile, sweep
 
-    constants = string_constants("app", "tasks")
+    # config/ too: beat's schedule names the periodic tasks.
+    constants = string_constants("app", "tasks", "config")
     for name in (generate.name, gitlab_hook.name, fan_out.name, deliver.name,
-                 CORRELATION_HEADER):
+                 reconcile.name, sweep.name, webhooks.sweep.name, CORRELATION_HEADER):
         places = [f"{path.relative_to(ROOT)}:{line}" for path, line, text in constants
                   if text == name]
         assert len(places) == 1, (name, places)

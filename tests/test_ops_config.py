@@ -41,7 +41,8 @@ class Gunicorn:
             try:
                 urllib.request.urlopen(f"{self.base}/api/v1/swagger.json", timeout=1).close()
                 return
-            except (urllib.error.URLError, ConnectionError):
+            # TimeoutError: the socket is bound before a worker answers (a slow boot).
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     self.proc.kill()
                     raise RuntimeError(f"gunicorn did not start: {self.stop()}") from None

@@ -37,6 +37,7 @@ def test_prod_has_no_embedded_defaults_and_safe_ones() -> None:
     ("JOB_TIME_LIMIT", "soon"), ("DATABASE_POOL_PRE_PING", "maybe"), ("PUBLISHER", "svn"),
     ("DATABASE_SCHEMA", "a-b"), ("GITLAB_MR_REVIEWER_IDS", "1,x"), ("CLOUD_PERMISSIONS", "{x"),
     ("OIDC_LEEWAY", "120"), ("TERRAFORM_FMT_ENGINE", "gofmt"), ("APP_ENV", "staging"),
+    ("GUNICORN_WORKERS", "two"), ("PORT", "http"),
 ])
 def test_a_malformed_variable_stops_the_process_naming_it(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
@@ -62,6 +63,25 @@ def test_the_flask_mapping_is_derived_from_the_typed_settings(tmp_path: Path) ->
     assert app.config["GITLAB_MR_LABELS"] == ["a", "b"]
     assert app.extensions["tfgen"].store.settings is settings.store
     assert app.extensions["tfgen_auth"].settings is settings.auth
+
+
+def test_beat_schedules_the_periodic_tasks_by_their_own_names(tmp_path: Path) -> None:
+    app = create_app({"APP_ENV": "test", "TFGEN_VAR_DIR": str(tmp_path),
+                      "RECONCILE_INTERVAL": "0", "WEBHOOK_SWEEP_INTERVAL": "7"})
+    schedule = app.config["CELERY"]["beat_schedule"]
+    assert app.extensions["celery"].conf.beat_schedule == schedule
+    assert schedule == {  # an interval of 0 turns a task off
+        "tfgen-sweep": {"task": "tfgen.sweep", "schedule": 60.0,
+                        "options": {"queue": "tfgen", "expires": 60}},
+        "tfgen-webhooks-sweep": {"task": "tfgen.webhooks.sweep", "schedule": 7.0,
+                                 "options": {"queue": "tfgen-webhooks", "expires": 7}},
+    }
+
+
+def test_gunicorn_reads_the_typed_server_settings() -> None:
+    s = load(env={"PORT": "9000", "GUNICORN_WORKERS": "3", "GUNICORN_THREADS": ""})
+    assert (s.server.port, s.server.workers, s.server.threads) == (9000, 3, 4)
+    assert load(env={}).server.workers is None  # gunicorn_conf: 2 x CPU limit + 1
 
 
 def test_every_field_names_its_variable() -> None:

@@ -8,9 +8,10 @@ naming it. With nothing set, ``APP_ENV=dev`` runs fully embedded: a SQLite store
 ``var/``, Celery on its ``filesystem://`` transport, jobs in SQLite and a bare git
 repository as the remote.
 
-Modules: ``parts`` (one model per concern, fields aliased to the variables), ``model``
-(``Settings``, the environment source, ``APP_ENV`` defaults, errors), ``flat`` (the flat
-mapping and Celery's options).
+Modules: ``parts`` (one model per concern, fields aliased to the variables), ``server``
+(the HTTP server's part: body limit, gunicorn), ``model`` (``Settings``, the environment
+source, ``APP_ENV`` defaults, errors), ``flat`` (the flat mapping and Celery's options;
+beat's schedule is ``tasks.periodic``'s, beside the tasks it names).
 """
 
 from __future__ import annotations

@@ -10,18 +10,31 @@ from typing import Any
 
 from config.settings.model import Settings
 
-__all__ = ["SETTINGS_KEY", "beat_schedule", "celery_options", "flat_config"]
+__all__ = ["SETTINGS_KEY", "celery_options", "flat_config"]
 
 #: Where the typed ``Settings`` sits in the Flask config.
 SETTINGS_KEY = "SETTINGS"
 
 
 def flat_config(s: Settings) -> dict[str, Any]:
-    """The Flask config mapping (upper-case keys) of ``s``."""
-    auth, store, jobs, gitlab, render = s.auth, s.store, s.celery, s.gitlab, s.render
+    """The Flask config mapping (upper-case keys) of ``s``, built one part at a time."""
     cfg: dict[str, Any] = {
         SETTINGS_KEY: s, "APP_ENV": s.app_env, "TESTING": s.app_env == "test",
         "VAR_DIR": str(s.var_dir),
+        # Bodies larger than this get 413 (Flask's own setting name).
+        "MAX_CONTENT_LENGTH": s.server.max_content_length,
+        "RESTX_MASK_SWAGGER": False, "RESTX_ERROR_404_HELP": False, "RESTX_BUNDLE_ERRORS": True,
+    }
+    for part in (_store, _jobs, _publishing, _events_and_webhooks, _render_and_policies,
+                 _auth, _logs):
+        cfg.update(part(s))
+    cfg["CELERY"] = celery_options(s)
+    return cfg
+
+
+def _store(s: Settings) -> dict[str, Any]:
+    store = s.store
+    return {
         "DATABASE_URL": store.url, "DATABASE_SCHEMA": store.schema,
         "DATABASE_POOL_SIZE": store.pool_size, "DATABASE_MAX_OVERFLOW": store.max_overflow,
         "DATABASE_POOL_TIMEOUT": store.pool_timeout, "DATABASE_POOL_RECYCLE": store.pool_recycle,
@@ -29,6 +42,12 @@ def flat_config(s: Settings) -> dict[str, Any]:
         "DATABASE_CONNECT_TIMEOUT": store.connect_timeout, "CATALOG_TTL": store.catalog_ttl,
         "APEX_TEMPLATE_TABLE": store.template_table, "APEX_USERS_TABLE": store.users_table,
         "APEX_REQUEST_VIEW": store.request_view,
+    }
+
+
+def _jobs(s: Settings) -> dict[str, Any]:
+    jobs = s.celery
+    return {
         "JOB_STORE_URL": jobs.job_store_url, "JOB_KEY_PREFIX": jobs.key_prefix,
         "JOB_RESULT_TTL": jobs.result_ttl, "JOB_SOFT_TIME_LIMIT": jobs.soft_time_limit,
         "JOB_TIME_LIMIT": jobs.time_limit, "JOB_QUEUE_EXPIRES": jobs.queue_expires,
@@ -36,6 +55,12 @@ def flat_config(s: Settings) -> dict[str, Any]:
         "JOB_MAX_DELIVERIES": jobs.max_deliveries, "JOB_STORE_RETRY_TIME": jobs.store_retry_time,
         "JOB_SWEEP_INTERVAL": jobs.sweep_interval,
         "JOB_QUEUE": jobs.queue,
+    }
+
+
+def _publishing(s: Settings) -> dict[str, Any]:
+    gitlab = s.gitlab
+    return {
         "PUBLISHER": s.publish.publisher, "GIT_REMOTE": s.publish.git_remote,
         "PUBLISH_LOCK_URL": s.publish.lock_url,
         "GITLAB_URL": gitlab.url, "GITLAB_TOKEN": gitlab.token,
@@ -45,6 +70,11 @@ def flat_config(s: Settings) -> dict[str, Any]:
         "GITLAB_MAX_RETRIES": gitlab.max_retries, "GITLAB_RETRY_MAX_TIME": gitlab.retry_max_time,
         "GITLAB_BACKOFF_BASE": gitlab.backoff_base,
         "GITLAB_REQUEST_TIMEOUT": gitlab.request_timeout, "GITLAB_SSL_VERIFY": gitlab.ssl_verify,
+    }
+
+
+def _events_and_webhooks(s: Settings) -> dict[str, Any]:
+    return {
         "GITLAB_WEBHOOK_SECRET": s.reconcile.gitlab_webhook_secret,
         "EVENT_MAX_LEN": s.reconcile.event_max_len, "EVENT_MAX_AGE": s.reconcile.event_max_age,
         "RECONCILE_INTERVAL": s.reconcile.interval, "RECONCILE_BATCH": s.reconcile.batch,
@@ -55,11 +85,23 @@ def flat_config(s: Settings) -> dict[str, Any]:
         "WEBHOOK_SECRET_KEY": s.webhooks.secret_key,
         "WEBHOOK_ROTATION_GRACE": s.webhooks.rotation_grace,
         "WEBHOOK_SWEEP_INTERVAL": s.webhooks.sweep_interval,
+    }
+
+
+def _render_and_policies(s: Settings) -> dict[str, Any]:
+    render = s.render
+    return {
         "TEMPLATE_CACHE_SIZE": render.template_cache_size, "TERRAFORM_BIN": render.terraform_bin,
         "TERRAFORM_FMT_ENGINE": render.fmt_engine,
         "TERRAFORM_PROVIDER_MIRROR": render.provider_mirror, "TERRAFORM_TIMEOUT": render.timeout,
         "POLICY_DIR": s.policies.policy_dir, "CHECKOV_BIN": s.policies.checkov_bin,
         "CHECKOV_TIMEOUT": s.policies.checkov_timeout,
+    }
+
+
+def _auth(s: Settings) -> dict[str, Any]:
+    auth = s.auth
+    return {
         "AUTH_MODE": auth.mode, "OIDC_ISSUER": auth.issuer, "OIDC_AUDIENCE": auth.audience,
         "OIDC_JWKS_URL": auth.jwks_url, "OIDC_USERNAME_CLAIM": auth.username_claim,
         "OIDC_GROUPS_CLAIM": auth.groups_claim,
@@ -69,15 +111,15 @@ def flat_config(s: Settings) -> dict[str, Any]:
         "SWAGGER_UI_OAUTH_REALM": auth.swagger_realm,
         "SWAGGER_UI_OAUTH_APP_NAME": auth.swagger_app_name,
         "SWAGGER_UI_OAUTH_SCOPES": " ".join(auth.swagger_scopes),
+    }
+
+
+def _logs(s: Settings) -> dict[str, Any]:
+    return {
         "LOG_LEVEL": s.log.level, "LOG_FORMAT": s.log.format,
         "WORKER_METRICS_PORT": s.log.worker_metrics_port,
         "WORKER_METRICS_ADDR": s.log.worker_metrics_addr,
-        # Bodies larger than this get 413 (Flask's own setting name).
-        "MAX_CONTENT_LENGTH": s.server.max_content_length,
-        "RESTX_MASK_SWAGGER": False, "RESTX_ERROR_404_HELP": False, "RESTX_BUNDLE_ERRORS": True,
     }
-    cfg["CELERY"] = celery_options(s)
-    return cfg
 
 
 def celery_options(s: Settings) -> dict[str, Any]:
@@ -103,8 +145,8 @@ def celery_options(s: Settings) -> dict[str, Any]:
         # A result written while Redis restarts is retried, not lost (bounded: ~1 min).
         "result_backend_always_retry": True,
         "result_backend_max_retries": 12,
-        # celery -A tasks beat: the periodic tasks (tasks/periodic.py).
-        "beat_schedule": beat_schedule(s),
+        # celery -A tasks beat: the schedule is tasks/periodic.py's, added by celery_init_app
+        # (it names the tasks, and only the tasks spell their names).
         "beat_schedule_filename": str(s.var_dir / "celerybeat-schedule"),
     }
     if jobs.broker_url.startswith("filesystem://"):
@@ -117,21 +159,3 @@ def celery_options(s: Settings) -> dict[str, Any]:
             "store_processed": False,
         }
     return options
-
-
-def beat_schedule(s: Settings) -> dict[str, Any]:
-    """What ``celery -A tasks beat`` sends, and how often (an interval of 0 turns it off).
-
-    A run that waited longer than one interval is dropped: the next one does its work.
-    """
-    schedule: dict[str, Any] = {}
-    for name, task, interval, queue in (
-            ("tfgen-reconcile", "tfgen.reconcile", s.reconcile.interval, s.celery.queue),
-            ("tfgen-sweep", "tfgen.sweep", s.celery.sweep_interval, s.celery.queue),
-            # Webhooks out: fan out what a lost message left behind, re-send what is due.
-            ("tfgen-webhooks-sweep", "tfgen.webhooks.sweep", s.webhooks.sweep_interval,
-             s.webhooks.queue)):
-        if interval > 0:
-            schedule[name] = {"task": task, "schedule": float(interval),
-                              "options": {"queue": queue, "expires": interval}}
-    return schedule

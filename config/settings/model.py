@@ -30,10 +30,10 @@ from config.settings.parts import (
     PublishSettings,
     ReconcileSettings,
     RenderSettings,
-    ServerSettings,
     StoreSettings,
     WebhookSettings,
 )
+from config.settings.server import ServerSettings
 
 __all__ = ["ROOT", "ConfigError", "Settings", "env_names", "load", "profile_defaults"]
 

@@ -20,7 +20,7 @@ from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field
 __all__ = [
     "DEV_ISSUER", "AuthSettings", "CelerySettings", "FlowerSettings", "GitLabSettings",
     "LogSettings", "Part", "PolicySettings", "PublishSettings", "ReconcileSettings",
-    "RenderSettings", "ServerSettings", "StoreSettings", "WebhookSettings", "normalize_group",
+    "RenderSettings", "StoreSettings", "WebhookSettings", "normalize_group",
 ]
 
 DEV_ISSUER = "tfgen-dev"
@@ -250,7 +250,7 @@ class WebhookSettings(Part):
     sweep_interval: int = env("WEBHOOK_SWEEP_INTERVAL", 30)
 
 
-# --- logging, the HTTP server, Flower ------------------------------------------------------
+# --- logging, Flower (the HTTP server and gunicorn: server.py) ----------------------------
 
 
 class LogSettings(Part):
@@ -260,12 +260,6 @@ class LogSettings(Part):
     format: str = env("LOG_FORMAT", "json")
     worker_metrics_port: int = env("WORKER_METRICS_PORT", 0)  # the pool's metrics; 0: off
     worker_metrics_addr: str = env("WORKER_METRICS_ADDR", "0.0.0.0")  # noqa: S104 - a pod's port
-
-
-class ServerSettings(Part):
-    """The HTTP side: request body limit (Flask's own ``MAX_CONTENT_LENGTH``)."""
-
-    max_content_length: int = env("MAX_CONTENT_LENGTH", 1024 * 1024)
 
 
 class FlowerSettings(Part):
