@@ -4,7 +4,9 @@ A driver's outage (Redis refusing or dropping the connection, a SQL server that 
 not answer) becomes the store's own retryable ``TfgenError`` at the store's edge, never
 further in (python-gitlab's ``on_http_error`` decorator is the model):
 
-- ``translating``: a decorator for a store's public methods;
+- ``translating``: a decorator for a store's public methods (or the one private method
+  every query goes through);
+- ``sql_tables``: a SQL store's engine and its own tables, created when missing;
 - ``RedisCalls``: a Redis store's calls and optimistic transactions (redis-py's own
   ``Redis.transaction``: WATCH, run, MULTI/EXEC, run again when a watched key moved).
 """
@@ -22,7 +24,7 @@ from sqlalchemy import exc as sa_exc
 
 from app.errors import TfgenError
 
-__all__ = ["SQL_UNAVAILABLE", "RedisCalls", "sql_engine", "translating"]
+__all__ = ["SQL_UNAVAILABLE", "RedisCalls", "sql_engine", "sql_tables", "translating"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -38,6 +40,31 @@ def sql_engine(url: str) -> sa.Engine:
     for its lock instead of 5."""
     connect_args = {"timeout": 30} if url.startswith("sqlite") else {}
     return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+
+
+def sql_tables(url: str, define: Callable[[sa.MetaData], T], *,
+               raised: type[TfgenError], what: str) -> tuple[sa.Engine, T]:
+    """Open a SQL store: its engine (``sql_engine``) and its tables, created when missing.
+
+    Args:
+        url: The store's SQLAlchemy URL.
+        define: Declares the store's tables on the ``MetaData`` it is given and returns
+            them (a table, or a tuple of them).
+        raised: The store's error, raised when the database does not answer.
+        what: The store's name in the message (``"request store"``).
+
+    Returns:
+        The engine and what ``define`` returned.
+
+    Raises:
+        TfgenError: ``raised``, when creating the tables meets a database that does
+            not answer.
+    """
+    engine = sql_engine(url)
+    meta = sa.MetaData()
+    tables = define(meta)
+    translating(SQL_UNAVAILABLE, raised, what)(meta.create_all)(engine)
+    return engine, tables
 
 
 def translating(

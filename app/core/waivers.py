@@ -11,14 +11,15 @@ import datetime as dt
 import json
 import uuid
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any, Protocol
 
 import redis
 import sqlalchemy as sa
-from sqlalchemy import exc as sa_exc
 
-from app.core.boundary import RedisCalls, sql_engine
+from app.core.boundary import SQL_UNAVAILABLE, RedisCalls, sql_tables, translating
 from app.core.jobs import parse_time, utcnow
+from app.core.requests.record import request_key
 from app.errors import DatabaseUnavailable
 
 __all__ = ["RedisWaiverStore", "SqlWaiverStore", "Waiver", "WaiverStore",
@@ -52,7 +53,7 @@ class Waiver:
     @property
     def request_key(self) -> str:
         """``<cloud>/<type>/<request_id>``."""
-        return f"{self.cloud_id}/{self.resource_type}/{self.request_id}"
+        return request_key(self.cloud_id, self.resource_type, self.request_id)
 
     def active(self, now: dt.datetime | None = None) -> bool:
         """True until ``expires_at``."""
@@ -66,11 +67,6 @@ class Waiver:
     def from_json(cls, text: str | bytes) -> Waiver:
         """Rebuild from ``json.dumps(asdict(waiver))``."""
         return cls(**json.loads(text))
-
-
-def request_key(cloud_id: str, resource_type: str, request_id: int) -> str:
-    """``<cloud>/<type>/<request_id>``."""
-    return f"{cloud_id}/{resource_type}/{int(request_id)}"
 
 
 class WaiverStore(Protocol):
@@ -143,33 +139,34 @@ class RedisWaiverStore:
         return [Waiver.from_json(v) for v in values if v]
 
 
+# The SQL waiver store's boundary: ``_run``, the one place its queries go through.
+_sql = translating(SQL_UNAVAILABLE, DatabaseUnavailable, "waiver store")
+
+
+def _define(table: str, meta: sa.MetaData) -> sa.Table:
+    return sa.Table(
+        table, meta,
+        sa.Column("id", sa.String(32), primary_key=True),
+        sa.Column("request_key", sa.String(200), nullable=False, index=True),
+        sa.Column("created_at", sa.String(32), nullable=False),
+        sa.Column("document", sa.Text, nullable=False),
+    )
+
+
 class SqlWaiverStore:
     """Waivers in one SQL table beside the job table (the embedded SQLite default)."""
 
     def __init__(self, url: str, *, table: str = "tfgen_waiver") -> None:
-        self.engine = sql_engine(url)
-        meta = sa.MetaData()
-        self.table = sa.Table(
-            table, meta,
-            sa.Column("id", sa.String(32), primary_key=True),
-            sa.Column("request_key", sa.String(200), nullable=False, index=True),
-            sa.Column("created_at", sa.String(32), nullable=False),
-            sa.Column("document", sa.Text, nullable=False),
-        )
-        try:
-            meta.create_all(self.engine)
-        except sa_exc.OperationalError as e:
-            raise DatabaseUnavailable(f"waiver store unavailable: {e}") from e
+        self.engine, self.table = sql_tables(url, partial(_define, table),
+                                             raised=DatabaseUnavailable, what="waiver store")
 
+    @_sql
     def _run(self, statement: Any, write: bool = False) -> Any:
-        try:
-            if write:
-                with self.engine.begin() as conn:
-                    return conn.execute(statement).rowcount
-            with self.engine.connect() as conn:
-                return conn.execute(statement).scalars().all()
-        except sa_exc.OperationalError as e:
-            raise DatabaseUnavailable(f"waiver store unavailable: {e}") from e
+        if write:
+            with self.engine.begin() as conn:
+                return conn.execute(statement).rowcount
+        with self.engine.connect() as conn:
+            return conn.execute(statement).scalars().all()
 
     def add(self, waiver: Waiver) -> None:
         """Insert the waiver."""

@@ -14,6 +14,7 @@ import redis
 from app.core.events import RedisEventLog, SqlEventLog, read_events
 from app.core.lifecycle import Lifecycle
 from app.core.requests import RedisRequestStore, SqlRequestStore, request_key
+from app.errors import DatabaseUnavailable
 from tests.conftest import RUN_ID
 
 KEY = request_key("aws", "rds", 42)
@@ -174,3 +175,22 @@ def test_concurrent_steps_on_one_record_all_land(lifecycle: Lifecycle) -> None:
     record = lifecycle.requests.get(KEY)
     assert record is not None
     assert sorted(record.owners) == sorted(["alice", *(f"u{i}" for i in range(10))])
+
+
+def test_sql_request_store_translates_driver_errors(tmp_path: Path) -> None:
+    # The SQLite file's directory goes away: every call, and opening the store, answers
+    # the store's own retryable error, never the driver's.
+    folder = tmp_path / "db"
+    folder.mkdir()
+    url = f"sqlite:///{folder / 'jobs.sqlite'}"
+    sql = SqlRequestStore(url)
+    sql.link("branch", KEY)
+    sql.engine.dispose()  # as a new process would: no pooled connection to the old file
+    folder.rename(tmp_path / "gone")
+    calls = [lambda: sql.get(KEY), lambda: sql.update(KEY, lambda current: None),
+             lambda: sql.list(), lambda: sql.due(10), lambda: sql.link("b", KEY),
+             lambda: sql.resolve("branch"), lambda: sql.claim_delivery("d", 60),
+             lambda: sql.release_delivery("d"), lambda: SqlRequestStore(url)]
+    for call in calls:
+        with pytest.raises(DatabaseUnavailable, match="request store unavailable"):
+            call()

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from app.core.waivers import Waiver, WaiverStore, waiver_store_from_url
+from app.core.waivers import SqlWaiverStore, Waiver, WaiverStore, waiver_store_from_url
+from app.errors import DatabaseUnavailable
 from tests.conftest import REDIS_URL, RUN_ID
 
 
@@ -49,3 +50,21 @@ def test_expiry_is_stored_as_utc() -> None:
                    granted_by="root", expires_at=when)
     assert w.expires_at == "2030-01-02T01:04:05Z"
     assert w.to_dict()["active"] is True
+
+
+def test_sql_waiver_store_translates_driver_errors(tmp_path: Path) -> None:
+    # The SQLite file's directory goes away: every call, and opening the store, answers
+    # the store's own retryable error, never the driver's.
+    folder = tmp_path / "db"
+    folder.mkdir()
+    sql = SqlWaiverStore(f"sqlite:///{folder / 'jobs.sqlite'}")
+    kept = waiver(7, "a", 60)
+    sql.add(kept)
+    sql.engine.dispose()  # as a new process would: no pooled connection to the old file
+    folder.rename(tmp_path / "gone")
+    calls = [lambda: sql.add(waiver(8, "a", 60)), lambda: sql.get(kept.id),
+             lambda: sql.delete(kept.id), sql.all, lambda: sql.for_request("aws", "ec2", 7),
+             lambda: SqlWaiverStore(f"sqlite:///{folder / 'jobs.sqlite'}")]
+    for call in calls:
+        with pytest.raises(DatabaseUnavailable, match="waiver store unavailable"):
+            call()
