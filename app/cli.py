@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 from flask import current_app
@@ -22,8 +23,6 @@ from config.settings import ROOT
 
 __all__ = ["export_swagger_command", "init_db_command", "lint_command", "policy_group",
            "render_spec", "swagger_spec", "templates_group"]
-
-_T = TypeVar("_T")
 
 # The spec the repository keeps (tests compare it with the live one). Export it from a
 # configuration without an IdP (APP_ENV=test or dev): with OIDC the spec also declares
@@ -100,35 +99,40 @@ _policy_dir_option = click.option(
     help="The policy folder (default: POLICY_DIR).")
 
 
-def _policy_run(folder: Path | None, action: Callable[[PolicyEngine], _T]) -> _T:
-    """Run ``action`` on the folder's engine; a policy that does not compile exits 1."""
-    engine = PolicyEngine(folder or current_app.config.get("POLICY_DIR"))
-    if not engine.enabled:
-        raise click.ClickException("no policies: set POLICY_DIR or pass --dir")
-    try:
-        return action(engine)
-    except PolicyError as e:
-        click.echo(e.message)
-        raise SystemExit(1) from e
+def _policy_command(name: str) -> Callable[[Callable[[PolicyEngine], None]], click.Command]:
+    """A ``policy <name>`` command taking ``--dir``: the function gets the folder's engine,
+    and a policy that does not compile exits 1 with its message."""
+
+    def decorate(action: Callable[[PolicyEngine], None]) -> click.Command:
+        @functools.wraps(action)
+        def command(folder: Path | None) -> None:
+            engine = PolicyEngine(folder or current_app.config.get("POLICY_DIR"))
+            if not engine.enabled:
+                raise click.ClickException("no policies: set POLICY_DIR or pass --dir")
+            try:
+                action(engine)
+            except PolicyError as e:
+                click.echo(e.message)
+                raise SystemExit(1) from e
+
+        return policy_group.command(name)(_policy_dir_option(with_appcontext(command)))
+
+    return decorate
 
 
-@policy_group.command("lint")
-@_policy_dir_option
-@with_appcontext
-def policy_lint_command(folder: Path | None) -> None:
+@_policy_command("lint")
+def policy_lint_command(engine: PolicyEngine) -> None:
     """Compile every policy; exit 1 naming file and line when one does not compile."""
-    sources = _policy_run(folder, PolicyEngine.check)
+    sources = engine.check()
     for source in sources:
         click.echo(f"{source.file}: ok")
     click.echo(f"{len(sources)} policy file(s) compiled", err=True)
 
 
-@policy_group.command("test")
-@_policy_dir_option
-@with_appcontext
-def policy_test_command(folder: Path | None) -> None:
+@_policy_command("test")
+def policy_test_command(engine: PolicyEngine) -> None:
     """Run the *_test.json cases beside the policies; exit 1 when one fails."""
-    outcomes = _policy_run(folder, PolicyEngine.run_tests)
+    outcomes = engine.run_tests()
     for outcome in outcomes:
         click.echo(f"{'PASS' if outcome.passed else 'FAIL'} {outcome.file}: {outcome.name}")
         for problem in outcome.problems:

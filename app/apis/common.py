@@ -1,24 +1,32 @@
 """What every namespace shares: the services accessor, the error model, the identifier
-pattern, strict field types and the answers every operation can give (documented once,
+and one-line patterns, strict field types, the admin check, the list routes' query
+(filters, then ``limit``) and the answers every operation can give (documented once,
 for routes added later too)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from flask import current_app
-from flask_restx import Model, fields
+from flask_restx import Model, fields, inputs, reqparse
 from jsonschema import FormatChecker
 
+from app.auth import current_principal
+from app.errors import Forbidden
 from app.services import Services
 
-__all__ = ["ERROR_EXAMPLE", "FORMAT_CHECKER", "IDENT", "INT64_MAX", "Int64", "NullableRaw",
-           "NullableString", "document_common_answers", "error_model", "example_model",
-           "services"]
+__all__ = ["ERROR_EXAMPLE", "FORMAT_CHECKER", "IDENT", "INT64_MAX", "ONE_LINE", "Int64",
+           "NullableRaw", "NullableString", "document_common_answers", "error_model",
+           "example_model", "list_query", "require_admin", "services"]
 
 # The design's identifier rule. Not ``$``, which also matches before a final newline
 # ("aws\n"); the look-ahead means "end of text" in Python and in ECMA (Swagger UI) alike.
 IDENT = r"^[a-z][a-z0-9_]{0,29}(?![\s\S])"
+
+#: One line of text, no control characters: a waiver's rule goes into a commit trailer,
+#: a webhook's description into logs, and neither may add a line.
+ONE_LINE = r"^[^\x00-\x1f\x7f]+(?![\s\S])"
 
 #: The largest id Oracle's NUMBER, SQLite's INTEGER and PostgreSQL's BIGINT all hold.
 INT64_MAX = 2**63 - 1
@@ -141,3 +149,39 @@ def services() -> Services:
     """The process's domain services."""
     svc: Services = current_app.extensions["tfgen"]
     return svc
+
+
+def require_admin(refusal: str) -> str:
+    """The caller's username, when the caller is an admin.
+
+    Args:
+        refusal: What non-admins are told (``"only admins may manage webhooks"``).
+
+    Raises:
+        Forbidden: The caller is not in ``ADMIN_GROUP``.
+    """
+    principal = current_principal()
+    if not principal.is_admin:
+        raise Forbidden(refusal)
+    return principal.username
+
+
+def list_query(filters: Mapping[str, Mapping[str, Any]] | None = None, *, default: int,
+              most: int) -> reqparse.RequestParser:
+    """A list route's query string: its filters in order, then ``limit``.
+
+    Args:
+        filters: Name -> ``add_argument`` options of each filter (read from the query).
+        default: How many items without ``limit``.
+        most: The largest ``limit``.
+
+    Returns:
+        The parser, for ``@ns.expect(parser, validate=True)`` and
+        ``parser.parse_args(strict=True)`` (an unknown name is a 400).
+    """
+    parser = reqparse.RequestParser(bundle_errors=True)
+    for name, options in (filters or {}).items():
+        parser.add_argument(name, location="args", **options)
+    parser.add_argument("limit", type=inputs.int_range(1, most), default=default,
+                        location="args", help=f"How many (default {default}, at most {most})")
+    return parser

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import current_app, request
-from flask_restx import Namespace, Resource, fields, inputs, reqparse
+from flask import current_app
+from flask_restx import Namespace, Resource, fields
 
-from app.apis.common import NullableRaw, NullableString, services
+from app.apis.common import NullableRaw, NullableString, list_query, services
 from app.apis.generate import error
 from app.auth import can_see, current_principal
 from app.core.jobs import JobRecord, JobStore, expire_overdue, utcnow
@@ -106,11 +106,9 @@ def cancel(jobs: JobStore, record: JobRecord) -> JobRecord | None:
     return jobs.transition(record.uuid, {"STARTED", "PROGRESS"}, {"cancel_requested": True})
 
 
-list_args = reqparse.RequestParser(bundle_errors=True)
-list_args.add_argument("user", location="args",
-                       help="Admins only: list this user's jobs (default: everyone's)")
-list_args.add_argument("limit", type=inputs.int_range(1, 200), default=50, location="args",
-                       help="How many (default 50, at most 200)")
+list_args = list_query({
+    "user": {"help": "Admins only: list this user's jobs (default: everyone's)"},
+}, default=50, most=200)
 
 
 @ns.route("/jobs")
@@ -123,9 +121,7 @@ class Jobs(Resource):
     def get(self) -> list[dict[str, Any]]:
         """List recent jobs, newest first."""
         principal = current_principal()
-        limit = list_args.parse_args(strict=True)["limit"]
-        owner: str | None = principal.username
-        if principal.is_admin:
-            owner = request.args.get("user") or None
-        records = services().jobs.list(owner, limit)
+        args = list_args.parse_args(strict=True)
+        owner = (args["user"] or None) if principal.is_admin else principal.username
+        records = services().jobs.list(owner, args["limit"])
         return [r.document() for r in records]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask_restx import Namespace, Resource, fields, inputs, reqparse
+from flask_restx import Namespace, Resource, fields, inputs
 
-from app.apis.common import IDENT, services
+from app.apis.common import IDENT, list_query, services
 from app.apis.generate import error
 from app.auth import Principal, current_principal
 from app.core.requests import STATES, RequestRecord, request_key
@@ -54,14 +54,11 @@ class Request(Resource):
         return record.document()
 
 
-list_args = reqparse.RequestParser(bundle_errors=True)
-list_args.add_argument("state", choices=STATES, location="args", help="Only this state")
-list_args.add_argument("cloud_id", type=inputs.regex(IDENT), location="args",
-                       help="Only this cloud")
-list_args.add_argument("resource_type", type=inputs.regex(IDENT), location="args",
-                       help="Only this resource type")
-list_args.add_argument("limit", type=inputs.int_range(1, 500), default=100, location="args",
-                       help="How many (default 100, at most 500)")
+list_args = list_query({
+    "state": {"choices": STATES, "help": "Only this state"},
+    "cloud_id": {"type": inputs.regex(IDENT), "help": "Only this cloud"},
+    "resource_type": {"type": inputs.regex(IDENT), "help": "Only this resource type"},
+}, default=100, most=500)
 
 
 @ns.route("/requests")

@@ -8,15 +8,11 @@ from typing import Any
 from flask import request
 from flask_restx import Namespace, Resource, fields
 
-from app.apis.common import IDENT, services
+from app.apis.common import IDENT, ONE_LINE, require_admin, services
 from app.apis.generate import error
-from app.auth import current_principal
 from app.core.waivers import Waiver
-from app.errors import BadRequest, Forbidden, NotFound
+from app.errors import BadRequest, NotFound
 from app.logs import audit
-
-# No control characters: the rule goes into a commit trailer, which is one line.
-ONE_LINE = r"^[^\x00-\x1f\x7f]+(?![\s\S])"
 
 ns = Namespace("waivers", description="Policy waivers (admins)", path="/waivers")
 
@@ -44,10 +40,7 @@ waiver = ns.model("Waiver", {
 
 
 def _require_admin() -> str:
-    principal = current_principal()
-    if not principal.is_admin:
-        raise Forbidden("only admins may grant, list or revoke policy waivers")
-    return principal.username
+    return require_admin("only admins may grant, list or revoke policy waivers")
 
 
 def parse_expiry(value: str) -> dt.datetime:

@@ -7,13 +7,11 @@ from typing import Any
 from flask import current_app, request
 from flask_restx import Namespace, Resource, fields
 
-from app.apis.common import services
+from app.apis.common import ONE_LINE, require_admin, services
 from app.apis.generate import error
-from app.apis.waivers import ONE_LINE
-from app.auth import current_principal
 from app.core.events import CURSOR
 from app.core.webhooks import WebhookStore, check_target
-from app.errors import ApiError, Forbidden
+from app.errors import ApiError
 from app.logs import audit
 from tasks.deliver import submit_pair
 
@@ -63,13 +61,11 @@ class WebhooksUnavailable(ApiError):
 
 
 def _admin_store() -> tuple[str, WebhookStore]:
-    principal = current_principal()
-    if not principal.is_admin:
-        raise Forbidden("only admins may manage webhooks")
+    admin = require_admin("only admins may manage webhooks")
     store = services().webhooks
     if store is None:
         raise WebhooksUnavailable("webhooks need JOB_STORE_URL on Redis")
-    return principal.username, store
+    return admin, store
 
 
 def _check(url: str) -> None:
