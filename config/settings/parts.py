@@ -150,11 +150,6 @@ class CelerySettings(Part):
         return self
 
     @property
-    def redis_broker(self) -> bool:
-        """Whether the broker is Redis (results, job records and locks may follow it)."""
-        return self.broker_url.startswith(("redis://", "rediss://"))
-
-    @property
     def effective_visibility_timeout(self) -> int:
         """Seconds before an unacked message is redelivered, never below what a job needs.
 
