@@ -109,6 +109,12 @@ def worker_died(deliveries: int) -> dict[str, Any]:
                        "(JOB_MAX_DELIVERIES); the operators have the details in the logs"}
 
 
+def published_before(record: JobRecord) -> bool:
+    """Did an earlier attempt of the job enter publish (recorded before the publisher
+    runs)? Only then can its branch hold the job's own commit (``Change.earlier_attempt``)."""
+    return any(s.get("stage") == "publish" for s in record.stages)
+
+
 def _timeout_error(message: str) -> dict[str, Any]:
     return {"code": "TIMEOUT", "retryable": True, "message": message}
 
@@ -290,7 +296,8 @@ def _run(self: Task, svc: Services, jobs: PatientJobs, job_uuid: str) -> str:
     soft_limit_message = f"job exceeded its time limit ({config['JOB_SOFT_TIME_LIMIT']} s)"
     try:
         result = svc.pipeline.run(job_uuid, started.job_request, started.owner,
-                                  on_stage=on_stage, check_canceled=check_canceled)
+                                  on_stage=on_stage, check_canceled=check_canceled,
+                                  earlier_attempt=published_before(record))
     except JobStoreAway:
         raise
     except Canceled as e:

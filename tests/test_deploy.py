@@ -144,7 +144,7 @@ _READS = re.compile(
     r"""["']([A-Z][A-Z0-9_]{2,})["']""")
 # Besides the settings model (every field's variable): what is read outside of it.
 _SOURCES = ["config/gunicorn_conf.py", "app/services.py", "app/metrics.py",
-            "app/core/publish/gitlab.py", "tasks/observe.py"]
+            "app/core/publish/gitlab/client.py", "tasks/observe.py"]
 # Flask config keys read with .get that no one sets from the environment.
 _NOT_ENV = {"CELERY", "TESTING"}
 

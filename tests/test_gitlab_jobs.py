@@ -113,11 +113,13 @@ def test_job_opens_a_merge_request_with_the_users_token(
     assert gitlab.count() == 3
     assert {r.user for r in gitlab.requests[-3:]} == {"alice"}
 
+    gitlab.reset_counts()
     again = gl_stack.wait(gl_stack.submit(
         {"cloud_id": "aws", "resource_type": "rds", "request_id": 42}).json["uuid"])
     assert again["status"] == "SUCCESS"
     assert again["result"]["unchanged"] is True
     assert again["result"]["merge_request"] == result["merge_request"]
+    assert gitlab.count() == 2  # the file on the branch answers "exists" and "same"
     assert len(new_commits(project, branch)) == 1
 
 

@@ -15,7 +15,7 @@ from app.metrics import QueueLengthCollector, StageTimer, observe_gitlab
 from tests.conftest import REDIS_URL, RUN_ID, Stack, sqlite_apex, stack_env
 from tests.core.publish.test_gitlab import make_change
 from tests.stubs.fixtures import PROJECT, gitlab_stub
-from tests.stubs.gitlab_server import P_BRANCH, P_COMMITS, GitLabStub
+from tests.stubs.gitlab_server import P_COMMITS, P_FILE, GitLabStub
 
 __all__ = ["gitlab_stub"]
 
@@ -101,7 +101,7 @@ def test_gitlab_calls_and_retries_are_counted(gitlab_stub: GitLabStub) -> None:
     outcomes = ("ok", "not_found", "transient", "rate_limited", "rejected", "auth")
     before = {o: value("tfgen_gitlab_requests_total", outcome=o) for o in outcomes}
     retries = value("tfgen_gitlab_retries_total", reason="transient")
-    gitlab_stub.fail_next("503", method="GET", pattern=P_BRANCH, times=2)
+    gitlab_stub.fail_next("503", method="GET", pattern=P_FILE, times=2)
     gitlab_stub.reset_counts()
 
     publisher.publish(make_change(project=PROJECT))
@@ -109,6 +109,6 @@ def test_gitlab_calls_and_retries_are_counted(gitlab_stub: GitLabStub) -> None:
     delta = {o: value("tfgen_gitlab_requests_total", outcome=o) - before[o] for o in outcomes}
     assert delta["transient"] == 2
     assert value("tfgen_gitlab_retries_total", reason="transient") == retries + 2
-    assert delta["not_found"] == 1  # the new branch's lookup, then the POSTs
+    assert delta["not_found"] == 1  # the file on the new branch (no such ref), then the POSTs
     assert sum(delta.values()) == gitlab_stub.count()  # every request the stand-in saw
     assert delta["ok"] >= 2 and gitlab_stub.count("POST", P_COMMITS) == 1

@@ -254,6 +254,10 @@ class Change:
     """Everything a publisher needs to put one job's files up for review.
 
     ``token`` is the GitLab credential to act with; it stays in memory in the worker.
+    ``earlier_attempt``: an earlier attempt of this job may have published (it entered
+    the publish stage, then its worker died or it was retried), so a branch already
+    holding these files may hold this job's own commit: the publisher then reads the
+    head's ``Tfgen-Job`` trailer (one more GitLab call) instead of assuming "unchanged".
     """
 
     project_id: str | None
@@ -265,6 +269,7 @@ class Change:
     description: str
     job_uuid: str
     token: Secret | None = field(default=None, repr=False, compare=False)
+    earlier_attempt: bool = True
 
 
 @dataclass(frozen=True)

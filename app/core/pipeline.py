@@ -7,7 +7,10 @@ which is where a cancel takes effect.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +32,9 @@ from app.core.store import ApexStore
 from app.core.validate import Validator
 from app.errors import PolicyDenied
 
-__all__ = ["STAGES", "Pipeline", "describe_change"]
+__all__ = ["STAGES", "Pipeline", "StageClock", "describe_change"]
+
+log = logging.getLogger(__name__)
 
 STAGES = ("queued", "fetch", "render", "validate", "policy", "publish", "done")
 
@@ -64,6 +69,70 @@ def describe_change(
     return message, subject, description
 
 
+class StageClock:
+    """Where a job's time goes: seconds of work per stage, and in the task's callbacks.
+
+    ``stage(name)`` calls ``on_stage(name)`` (its time is bookkeeping) and then times
+    the body as the stage's work; ``check_canceled()`` is timed as bookkeeping too.
+    ``str(clock)`` is the ``job.timings`` log line's payload: ``fetch=0.0123 ...``.
+    """
+
+    def __init__(self, on_stage: Callable[[str], None], check_canceled: Callable[[], None],
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        self._on_stage = on_stage
+        self._check_canceled = check_canceled
+        self._clock = clock
+        self.work: dict[str, float] = {}
+        self.bookkeeping = 0.0
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Record the stage ``name`` (bookkeeping), then time the body as its work."""
+        began = self._clock()
+        self._on_stage(name)
+        entered = self._clock()
+        self.bookkeeping += entered - began
+        try:
+            yield
+        finally:
+            self.work[name] = self.work.get(name, 0.0) + self._clock() - entered
+
+    def check_canceled(self) -> None:
+        """The task's cancel check, timed as bookkeeping."""
+        began = self._clock()
+        try:
+            self._check_canceled()
+        finally:
+            self.bookkeeping += self._clock() - began
+
+    def __str__(self) -> str:
+        parts = [f"{name}={seconds:.4f}" for name, seconds in self.work.items()]
+        return " ".join([*parts, f"bookkeeping={self.bookkeeping:.4f}"])
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """A job that went through fetch, render, validate and policy."""
+
+    resource: ResourceRequest
+    template: Template
+    files: tuple[RenderedFile, ...]
+    report: ValidationReport
+    policy: PolicyReport
+
+    def summary(self) -> dict[str, Any]:
+        """What every result carries: the validation and policy reports, the template."""
+        return {"validation": self.report.to_dict(), "policy": self.policy.to_dict(),
+                "template": {"ref": self.template.ref, "sha256": self.template.sha256}}
+
+    def raise_if_denied(self) -> None:
+        """Raises ``PolicyDenied`` when a policy denied the files (and no waiver did)."""
+        if self.policy.denied:
+            rules = ", ".join(sorted({d["rule"] for d in self.policy.denied}))
+            raise PolicyDenied(f"denied by policy: {rules}", details={
+                "violations": self.policy.denied, "policy": self.policy.to_dict()})
+
+
 @dataclass
 class Pipeline:
     """The domain parts a job runs through."""
@@ -83,8 +152,11 @@ class Pipeline:
         *,
         on_stage: Callable[[str], None],
         check_canceled: Callable[[], None],
+        earlier_attempt: bool = True,
     ) -> Mapping[str, Any]:
         """Run one job and return its result object.
+
+        Logs ``job.timings``: seconds of work per stage and in the callbacks.
 
         Args:
             job_uuid: The job's UUID (commit trailer, idempotency).
@@ -92,6 +164,8 @@ class Pipeline:
             owner: The user the job acts for (their GitLab token is used).
             on_stage: Called with each stage name as it starts.
             check_canceled: Raises ``Canceled`` when a cancel was requested.
+            earlier_attempt: An earlier attempt of this job may have published (it
+                entered ``publish`` and then died or was retried); see ``Change``.
 
         Returns:
             The job document's ``result``: the merge request, commit and files, or for a
@@ -101,62 +175,62 @@ class Pipeline:
         Raises:
             TfgenError: A job failure with its code (see ``app.errors``).
         """
-        on_stage("fetch")
-        resource, template = self.store.load(request)
-        check_canceled()
-
-        on_stage("render")
-        content = self.renderer.render(template, resource)
-        path = file_path(request.cloud_id, request.resource_type, resource.name)
-        files: tuple[RenderedFile, ...] = (RenderedFile(path, content),)
-        check_canceled()
-
-        on_stage("validate")
-        scans = self.policy.start_scans(files)  # checkov runs while we validate
+        clock = StageClock(on_stage, check_canceled)
         try:
-            files, report = self.validator.validate(files)
-            check_canceled()
+            job = self._check(request, owner, clock)
+            if request.dry_run:  # a dry run shows what would be denied instead of failing
+                return {"dry_run": True,
+                        "files": [f.summary(with_content=True) for f in job.files],
+                        **job.summary()}
+            job.raise_if_denied()
+            clock.check_canceled()
+            with clock.stage("publish"):
+                change = self._change(job_uuid, request, owner, job, earlier_attempt)
+                published = self.publisher.publish(change)
+            return {**published.to_dict(), **job.summary()}
+        finally:
+            log.info("job.timings %s", clock)
+
+    def _check(self, request: JobRequest, owner: str, clock: StageClock) -> _Checked:
+        """fetch, render, validate and policy, with a cancel check after each but the last."""
+        with clock.stage("fetch"):
+            resource, template = self.store.load(request)
+        clock.check_canceled()
+        with clock.stage("render"):
+            content = self.renderer.render(template, resource)
+            path = file_path(request.cloud_id, request.resource_type, resource.name)
+            files: tuple[RenderedFile, ...] = (RenderedFile(path, content),)
+        clock.check_canceled()
+        scans: list[Any] = []
+        try:
+            with clock.stage("validate"):
+                scans = self.policy.start_scans(files)  # checkov runs while we validate
+                files, report = self.validator.validate(files)
+            clock.check_canceled()
         except BaseException:
             for scan in scans:
                 scan.cancel()
             raise
-        template_info = {"ref": template.ref, "sha256": template.sha256}
+        with clock.stage("policy"):
+            policy = self.policy.check(resource, files, template, owner, scans)
+        return _Checked(resource, template, files, report, policy)
 
-        on_stage("policy")
-        policy = self.policy.check(resource, files, template, owner, scans)
-        if request.dry_run:  # a dry run shows what would be denied instead of failing
-            return {
-                "dry_run": True,
-                "files": [f.summary(with_content=True) for f in files],
-                "validation": report.to_dict(),
-                "policy": policy.to_dict(),
-                "template": template_info,
-            }
-        if policy.denied:
-            rules = ", ".join(sorted({d["rule"] for d in policy.denied}))
-            raise PolicyDenied(f"denied by policy: {rules}",
-                               details={"violations": policy.denied, "policy": policy.to_dict()})
-        check_canceled()
-
-        on_stage("publish")
+    def _change(self, job_uuid: str, request: JobRequest, owner: str, job: _Checked,
+                earlier_attempt: bool) -> Change:
+        """The change to publish: files, branch, messages and the owner's token."""
         uses_token = getattr(self.publisher, "uses_token", True)
         token = self.store.user_token(owner) if uses_token else None
         message, title, description = describe_change(
-            job_uuid, request, resource, template, report, owner, policy)
-        change = Change(
-            project_id=resource.gitlab_project_id,
-            branch=branch_name(request.cloud_id, request.resource_type, resource.name),
+            job_uuid, request, job.resource, job.template, job.report, owner, job.policy)
+        return Change(
+            project_id=job.resource.gitlab_project_id,
+            branch=branch_name(request.cloud_id, request.resource_type, job.resource.name),
             target_branch=self.target_branch,
-            files=files,
+            files=job.files,
             commit_message=message,
             title=title,
             description=description,
             job_uuid=job_uuid,
             token=token,
+            earlier_attempt=earlier_attempt,
         )
-        published = self.publisher.publish(change)
-        result = published.to_dict()
-        result["validation"] = report.to_dict()
-        result["policy"] = policy.to_dict()
-        result["template"] = template_info
-        return result
