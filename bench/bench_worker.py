@@ -52,7 +52,7 @@ import redis
 import sqlalchemy as sa
 
 from app.core.jobs import parse_time
-from app.core.schema import RESOURCE_TYPES
+from app.demo import RESOURCE_TYPES
 from tests.conftest import ROOT, Stack, free_port
 from tests.stubs.gitlab_server import GitLabStub
 from tests.test_gitlab_jobs import ALICE, LIVE, SERVICE, gitlab_env
