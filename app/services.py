@@ -15,7 +15,7 @@ import redis
 from app.core.backoff import retry_countdown
 from app.core.checkov import Checkov
 from app.core.events import EventLog, RedisEventLog, event_log_from_url
-from app.core.jobs import JobStore, job_store_from_url
+from app.core.jobs import JobLifecycle, JobStore, job_store_from_url
 from app.core.lifecycle import HookedJobStore, Lifecycle
 from app.core.locks import LocalLocks, LockFactory, RedisLocks
 from app.core.model import Secret
@@ -31,6 +31,7 @@ from app.core.validate import Validator
 from app.core.waivers import WaiverStore, waiver_store_from_url
 from app.core.webhooks import SecretBox, WebhookStore
 from app.metrics import observe_event, observe_gitlab
+from app.observe import job_finished
 from config.settings import SETTINGS_KEY, Settings
 
 __all__ = ["Services"]
@@ -53,10 +54,17 @@ class Services:
     @cached_property
     def jobs(self) -> JobStore:
         """Where job records live; each status transition feeds the lifecycle hook."""
+        # The event log lives beside the records: a status change and its event are one
+        # atomic write (MULTI/EXEC on Redis, one transaction on SQL).
         store = job_store_from_url(self.config["JOB_STORE_URL"],
                                    prefix=self.config["JOB_KEY_PREFIX"],
-                                   ttl=int(self.config["JOB_RESULT_TTL"]))
+                                   ttl=int(self.config["JOB_RESULT_TTL"]), events=self.events)
         return HookedJobStore(store, self.lifecycle)
+
+    @cached_property
+    def job_lifecycle(self) -> JobLifecycle:
+        """Ends jobs, one way for every path; each ending is counted and audited once."""
+        return JobLifecycle(self.jobs, on_finished=job_finished)
 
     @cached_property
     def events(self) -> EventLog:

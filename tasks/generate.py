@@ -30,16 +30,30 @@ from kombu.exceptions import OperationalError
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
 
 from app.core.backoff import retry_countdown
-from app.core.jobs import ACTIVE, JobRecord, JobStore, expire_overdue, utcnow
-from app.errors import Canceled, JobStoreUnavailable, QueueUnavailable, TfgenError
+from app.core.jobs import (
+    ACTIVE,
+    RUNNING,
+    JobLifecycle,
+    JobRecord,
+    error_document,
+    expire_overdue,
+    utcnow,
+)
+from app.errors import (
+    Canceled,
+    InternalError,
+    JobStoreUnavailable,
+    JobTimeout,
+    QueueUnavailable,
+    TfgenError,
+)
 from app.logs import get_logger
 from app.metrics import JOB_RETRIES, StageTimer
 from app.services import Services
-from tasks.observe import CORRELATION_HEADER, TracedRequest, job_finished
+from tasks.observe import CORRELATION_HEADER, TracedRequest
 
 log = get_logger("tfgen.tasks")
 
-RUNNING = frozenset({"STARTED", "PROGRESS"})
 T = TypeVar("T")
 
 
@@ -56,9 +70,9 @@ class JobStoreAway(Exception):
 
 
 class PatientJobs:
-    """The job store as a task uses it: an outage (a Redis restart) is waited out."""
+    """The job lifecycle as a task uses it: an outage (a Redis restart) is waited out."""
 
-    def __init__(self, jobs: JobStore, seconds: float) -> None:
+    def __init__(self, jobs: JobLifecycle, seconds: float) -> None:
         self.jobs = jobs
         self._retrying = Retrying(
             retry=retry_if_exception_type(JobStoreUnavailable),
@@ -76,12 +90,18 @@ class PatientJobs:
 
     def get(self, uuid: str) -> JobRecord | None:
         """``JobStore.get``, waiting out an outage."""
-        return self._call(lambda: self.jobs.get(uuid))
+        return self._call(lambda: self.jobs.store.get(uuid))
 
     def transition(self, uuid: str, allowed: Collection[str], changes: Mapping[str, Any]
                    ) -> JobRecord | None:
         """``JobStore.transition``, waiting out an outage."""
-        return self._call(lambda: self.jobs.transition(uuid, allowed, changes))
+        return self._call(lambda: self.jobs.store.transition(uuid, allowed, changes))
+
+    def finish(self, uuid: str, status: str, error: TfgenError | None = None,
+               **changes: Any) -> JobRecord | None:
+        """``JobLifecycle.finish``, waiting out an outage; the record as it now stands."""
+        return self._call(lambda: self.jobs.finish(uuid, status, error, changes=changes)
+                          or self.jobs.store.get(uuid))
 
     def expire_overdue(self, record: JobRecord, config: Mapping[str, Any]) -> JobRecord:
         """``expire_overdue``, waiting out an outage."""
@@ -102,11 +122,10 @@ def _soft_limit_hit(e: BaseException) -> bool:
     return False
 
 
-def worker_died(deliveries: int) -> dict[str, Any]:
+def worker_died(deliveries: int) -> InternalError:
     """The error of a job whose worker died on each of its ``deliveries``."""
-    return {"code": "INTERNAL", "retryable": False,
-            "message": f"the worker process died running this job, {deliveries} time(s) "
-                       "(JOB_MAX_DELIVERIES); the operators have the details in the logs"}
+    return InternalError(f"the worker process died running this job, {deliveries} time(s) "
+                         "(JOB_MAX_DELIVERIES); the operators have the details in the logs")
 
 
 def published_before(record: JobRecord) -> bool:
@@ -115,19 +134,15 @@ def published_before(record: JobRecord) -> bool:
     return any(s.get("stage") == "publish" for s in record.stages)
 
 
-def _timeout_error(message: str) -> dict[str, Any]:
-    return {"code": "TIMEOUT", "retryable": True, "message": message}
+def timed_out(message: str) -> JobTimeout:
+    """A time limit ended the job (retryable: it may fit another time)."""
+    return JobTimeout(message, retryable=True)
 
 
-def _finish(jobs: JobStore | PatientJobs, job_uuid: str, status: str,
-            **fields: Any) -> JobRecord | None:
+def _finish(jobs: JobLifecycle, job_uuid: str, status: str, error: TfgenError
+            ) -> JobRecord | None:
     """End the job unless it has ended already; return its record as it now stands."""
-    record = jobs.transition(job_uuid, ACTIVE,
-                             {"status": status, "finished_at": utcnow(), **fields})
-    if record is not None:
-        job_finished(record)
-        return record
-    return jobs.get(job_uuid)
+    return jobs.finish(job_uuid, status, error) or jobs.store.get(job_uuid)
 
 
 def conclude(task: Task, record: JobRecord | None) -> str:
@@ -179,8 +194,8 @@ class JobMessage(TracedRequest):
             return
         flask_app = self.task.app.flask_app
         with flask_app.app_context():
-            _finish(flask_app.extensions["tfgen"].jobs, self.id, "FAILURE",
-                    error=_timeout_error(f"job killed at its hard time limit ({timeout:g} s)"))
+            _finish(flask_app.extensions["tfgen"].job_lifecycle, self.id, "FAILURE",
+                    timed_out(f"job killed at its hard time limit ({timeout:g} s)"))
 
     def on_failure(self, exc_info: Any, send_failed_event: bool = True,
                    return_ok: bool = False) -> None:
@@ -193,14 +208,14 @@ class JobMessage(TracedRequest):
     def _end_if_out_of_deliveries(self) -> None:
         flask_app = self.task.app.flask_app
         with flask_app.app_context():
-            jobs = flask_app.extensions["tfgen"].jobs
+            jobs: JobLifecycle = flask_app.extensions["tfgen"].job_lifecycle
             try:
-                record = jobs.get(self.id)
+                record = jobs.store.get(self.id)
                 if record is None or record.status not in RUNNING or \
                         record.deliveries < int(flask_app.config["JOB_MAX_DELIVERIES"]):
                     return
                 log.error("job.worker_died", deliveries=record.deliveries, job_uuid=self.id)
-                _finish(jobs, self.id, "FAILURE", error=worker_died(record.deliveries))
+                _finish(jobs, self.id, "FAILURE", worker_died(record.deliveries))
             except TfgenError as e:  # store away: the redelivery counts and ends it
                 log.warning("job.worker_died_not_recorded", error=str(e))
 
@@ -210,7 +225,7 @@ class JobMessage(TracedRequest):
 def generate(self: Task, job_uuid: str) -> str:
     """Run job ``job_uuid`` through fetch, render, validate and publish."""
     svc: Services = current_app.extensions["tfgen"]
-    jobs = PatientJobs(svc.jobs, float(current_app.config["JOB_STORE_RETRY_TIME"]))
+    jobs = PatientJobs(svc.job_lifecycle, float(current_app.config["JOB_STORE_RETRY_TIME"]))
     try:
         return _run(self, svc, jobs, job_uuid)
     except JobStoreAway as e:
@@ -260,14 +275,12 @@ def _run(self: Task, svc: Services, jobs: PatientJobs, job_uuid: str) -> str:
     if record.final:
         return conclude(self, record)  # redelivered after it ended, or canceled while queued
     if record.cancel_requested:
-        return conclude(self, _finish(jobs, job_uuid, "REVOKED",
-                                      error=Canceled("canceled by the user").to_dict()))
+        return conclude(self, jobs.finish(job_uuid, "REVOKED", Canceled("canceled by the user")))
     redelivered = record.status in RUNNING  # the delivery that started it never ended
     deliveries = record.deliveries + 1 if redelivered else 1
     if deliveries > int(config["JOB_MAX_DELIVERIES"]):
         log.error("job.worker_died", deliveries=record.deliveries)
-        return conclude(self, _finish(jobs, job_uuid, "FAILURE",
-                                      error=worker_died(record.deliveries)))
+        return conclude(self, jobs.finish(job_uuid, "FAILURE", worker_died(record.deliveries)))
     now = utcnow()
     started = jobs.transition(job_uuid, ACTIVE, {
         "status": "STARTED", "started_at": record.started_at or now,
@@ -277,15 +290,20 @@ def _run(self: Task, svc: Services, jobs: PatientJobs, job_uuid: str) -> str:
     })
     if started is None:
         return conclude(self, jobs.get(job_uuid))
+    return conclude(self, _work(self, svc, jobs, started))
 
+
+def _work(self: Task, svc: Services, jobs: PatientJobs, started: JobRecord) -> JobRecord | None:
+    """Run the started job through the pipeline and end it by what happened."""
+    job_uuid, attempt = started.uuid, started.attempts
     timer = StageTimer()
 
     def on_stage(stage: str) -> None:
         timer.enter(stage)
-        log.info("job.stage", stage=stage, attempt=started.attempts)
+        log.info("job.stage", stage=stage, attempt=attempt)
         jobs.transition(job_uuid, RUNNING, {
             "status": "PROGRESS", "stage": stage,
-            "stages": [{"stage": stage, "at": utcnow(), "attempt": started.attempts}],
+            "stages": [{"stage": stage, "at": utcnow(), "attempt": attempt}],
         })
 
     def check_canceled() -> None:
@@ -293,36 +311,38 @@ def _run(self: Task, svc: Services, jobs: PatientJobs, job_uuid: str) -> str:
         if current is not None and current.cancel_requested:
             raise Canceled("canceled by the user")
 
-    soft_limit_message = f"job exceeded its time limit ({config['JOB_SOFT_TIME_LIMIT']} s)"
     try:
         result = svc.pipeline.run(job_uuid, started.job_request, started.owner,
                                   on_stage=on_stage, check_canceled=check_canceled,
-                                  earlier_attempt=published_before(record))
+                                  earlier_attempt=published_before(started))
     except JobStoreAway:
         raise
-    except Canceled as e:
-        return conclude(self, _finish(jobs, job_uuid, "REVOKED", error=e.to_dict()))
-    except TfgenError as e:
-        if _soft_limit_hit(e):
-            return conclude(self, _finish(jobs, job_uuid, "FAILURE",
-                                          error=_timeout_error(soft_limit_message)))
-        max_retries = int(config["JOB_MAX_RETRIES"])
-        if e.retryable and self.request.retries < max_retries:
-            _retry(self, jobs, job_uuid, e, started.attempts, max_retries)
-        return conclude(self, _finish(jobs, job_uuid, "FAILURE", error=e.to_dict()))
-    except Exception as e:  # SoftTimeLimitExceeded itself lands here
-        if _soft_limit_hit(e):
-            return conclude(self, _finish(jobs, job_uuid, "FAILURE",
-                                          error=_timeout_error(soft_limit_message)))
-        log.exception("job.internal_error")
-        return conclude(self, _finish(jobs, job_uuid, "FAILURE", error={
-            "code": "INTERNAL", "retryable": False,
-            "message": "internal error; the operators have the details in the logs"}))
+    except Exception as e:  # SoftTimeLimitExceeded itself lands here too
+        status, error = _failed(self, jobs, started, e)
+        return jobs.finish(job_uuid, status, error)
     finally:
         timer.close()  # the stage a job ended in counts too, however it ended
-    return conclude(self, _finish(
-        jobs, job_uuid, "SUCCESS", stage="done", result=dict(result),
-        stages=[{"stage": "done", "at": utcnow(), "attempt": started.attempts}]))
+    return jobs.finish(job_uuid, "SUCCESS", stage="done", result=dict(result),
+                       stages=[{"stage": "done", "at": utcnow(), "attempt": attempt}])
+
+
+def _failed(self: Task, jobs: PatientJobs, started: JobRecord, e: Exception
+            ) -> tuple[str, TfgenError]:
+    """How the job ends after the pipeline raised ``e``, unless it is retried (raises)."""
+    config = current_app.config
+    if isinstance(e, Canceled):
+        return "REVOKED", e
+    if _soft_limit_hit(e):
+        return "FAILURE", timed_out(
+            f"job exceeded its time limit ({config['JOB_SOFT_TIME_LIMIT']} s)")
+    if isinstance(e, TfgenError):
+        max_retries = int(config["JOB_MAX_RETRIES"])
+        if e.retryable and self.request.retries < max_retries:
+            _retry(self, jobs, started.uuid, e, started.attempts, max_retries)
+        return "FAILURE", e
+    log.exception("job.internal_error")
+    return "FAILURE", InternalError(
+        "internal error; the operators have the details in the logs")
 
 
 def _retry(self: Task, jobs: PatientJobs, job_uuid: str, e: TfgenError, attempt: int,
@@ -334,7 +354,7 @@ def _retry(self: Task, jobs: PatientJobs, job_uuid: str, e: TfgenError, attempt:
     JOB_RETRIES.labels(e.code).inc()
     log.warning("job.retry", code=e.code, countdown=round(countdown, 1))
     jobs.transition(job_uuid, RUNNING, {
-        "status": "RETRY", "error": e.to_dict(),
+        "status": "RETRY", "error": error_document(e),
         "stages": [{"stage": "retry", "at": utcnow(), "attempt": attempt,
                     "countdown": round(countdown, 1), "code": e.code}],
     })
@@ -361,8 +381,7 @@ def _on_revoked(sender: Any = None, request: Any = None, expired: bool = False,
     if flask_app is None:
         return
     with flask_app.app_context():
-        record = _finish(flask_app.extensions["tfgen"].jobs, request.id, "FAILURE",
-                         error=_timeout_error(
-                             "job waited in the queue longer than JOB_QUEUE_EXPIRES"))
+        record = _finish(flask_app.extensions["tfgen"].job_lifecycle, request.id, "FAILURE",
+                         timed_out("job waited in the queue longer than JOB_QUEUE_EXPIRES"))
         if record is not None and record.status == "FAILURE":
             tell_celery_failed(sender.app, record, getattr(request, "hostname", None))

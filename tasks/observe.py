@@ -27,13 +27,12 @@ from celery.signals import (
 from celery.worker.request import Request
 from prometheus_client import multiprocess, start_http_server
 
-from app.core.jobs import JobRecord
 from app.errors import TfgenError
-from app.logs import audit, bind_job, configure_logging, get_logger, remember_task_correlation
+from app.logs import bind_job, configure_logging, get_logger, remember_task_correlation
 from app.logs import reset_context as reset_log_context
-from app.metrics import JOBS_FINISHED, clear_multiprocess_dir, multiprocess_dir
+from app.metrics import clear_multiprocess_dir, multiprocess_dir
 
-__all__ = ["CORRELATION_HEADER", "TracedRequest", "job_finished"]
+__all__ = ["CORRELATION_HEADER", "TracedRequest"]
 
 CORRELATION_HEADER = "tfgen_correlation_id"
 
@@ -83,28 +82,6 @@ def _bind_task_context(task_id: str | None = None, task: Any = None, **_: Any) -
 def _forget_task_context(**_: Any) -> None:
     """The next task in this process starts with a clean context."""
     reset_log_context()
-
-
-def job_finished(record: JobRecord) -> None:
-    """Count, log and audit a job that just ended (worker side)."""
-    error = record.error or {}
-    code = str(error.get("code") or "none")
-    JOBS_FINISHED.labels(record.status, code).inc()
-    log.info("job.finished", status=record.status, code=code, attempts=record.attempts,
-             stage=record.stage)
-    if record.status == "SUCCESS" and not record.request.get("dry_run"):
-        result = record.result or {}
-        merge_request = result.get("merge_request") or {}
-        audit("publish", "success", merge_request=merge_request.get("url"),
-              merge_request_iid=merge_request.get("iid"),
-              commit=(result.get("commit") or {}).get("sha"), branch=result.get("branch"),
-              unchanged=result.get("unchanged"),
-              files=[f.get("path") for f in result.get("files") or []])
-    elif record.status == "FAILURE":
-        audit("failure", "failure", code=code, message=error.get("message"),
-              retryable=error.get("retryable"), attempts=record.attempts)
-    elif record.status == "REVOKED":
-        audit("cancel", "canceled", stage=record.stage)
 
 
 @worker_init.connect

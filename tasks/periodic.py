@@ -24,7 +24,6 @@ from app.services import Services
 from config.settings import Settings
 from tasks import deliver
 from tasks.generate import tell_celery_failed
-from tasks.observe import job_finished
 
 log = get_logger("tfgen.periodic")
 
@@ -46,9 +45,8 @@ def reconcile() -> dict[str, Any]:
 def sweep(self: Task) -> int:
     """End overdue jobs; return how many this run ended."""
     svc: Services = current_app.extensions["tfgen"]
-    ended = sweep_overdue(svc.jobs, current_app.config)
+    ended = sweep_overdue(svc.job_lifecycle, current_app.config)  # each counted and audited
     for record in ended:
-        job_finished(record)
         tell_celery_failed(self.app, record, self.request.hostname)
     if ended:
         log.warning("jobs.swept", count=len(ended), jobs=[r.uuid for r in ended])

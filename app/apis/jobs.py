@@ -10,10 +10,9 @@ from flask_restx import Namespace, Resource, fields
 from app.apis.common import NullableRaw, NullableString, list_query, services
 from app.apis.generate import error
 from app.auth import can_see, current_principal
-from app.core.jobs import JobRecord, JobStore, expire_overdue, utcnow
+from app.core.jobs import JobRecord, expire_overdue
 from app.errors import Conflict, NotFound
 from app.logs import audit, bind_job
-from app.metrics import JOBS_FINISHED
 
 ns = Namespace("jobs", description="Poll, cancel and list generation jobs", path="/")
 
@@ -54,7 +53,7 @@ def _visible_job(job_uuid: str) -> JobRecord:
     record = services().jobs.get(job_uuid)
     if record is None or not can_see(principal, record.owner):
         raise NotFound("no such job")
-    return expire_overdue(services().jobs, record, current_app.config)
+    return expire_overdue(services().job_lifecycle, record, current_app.config)
 
 
 @ns.route("/uuid/<string:job_uuid>")
@@ -75,35 +74,17 @@ class Job(Resource):
         """Cancel a job: at once if queued, at the next stage if running."""
         record = _visible_job(job_uuid)
         bind_job(record.uuid, record.owner, record.request)
-        jobs = services().jobs
-        canceled = cancel(jobs, record)
         canceled_by = current_principal().username
+        # Ended at once (queued) is audited as the job's end, by the lifecycle's hook.
+        canceled = services().job_lifecycle.cancel(
+            record.uuid, revoke=current_app.extensions["celery"].control.revoke,
+            canceled_by=canceled_by)
         if canceled is None:
             audit("cancel", "refused", status=record.status, canceled_by=canceled_by)
             raise Conflict(f"job already finished ({record.status})")
-        audit("cancel", "canceled" if canceled.final else "requested",
-              status=canceled.status, canceled_by=canceled_by)
-        if canceled.final:
-            JOBS_FINISHED.labels(canceled.status, "CANCELED").inc()
+        if not canceled.final:
+            audit("cancel", "requested", status=canceled.status, canceled_by=canceled_by)
         return canceled.document(), 202
-
-
-def cancel(jobs: JobStore, record: JobRecord) -> JobRecord | None:
-    """Cancel ``record``; return the updated record, or None when it had already ended."""
-    error_doc = {"code": "CANCELED", "message": "canceled by the user", "retryable": False}
-    # Not running now: end it at once; the worker skips it when the message arrives.
-    done = jobs.transition(record.uuid, {"PENDING", "RETRY"}, {
-        "status": "REVOKED", "finished_at": utcnow(), "error": error_doc,
-        "cancel_requested": True})
-    if done is not None:
-        celery = current_app.extensions["celery"]
-        try:
-            celery.control.revoke(record.uuid)
-        except Exception:
-            current_app.logger.warning("revoke broadcast failed for %s", record.uuid)
-        return done
-    # Running: the worker checks the flag between stages.
-    return jobs.transition(record.uuid, {"STARTED", "PROGRESS"}, {"cancel_requested": True})
 
 
 list_args = list_query({

@@ -11,7 +11,11 @@ Each event is ``{"id", "type", "at", "owner", "cloud_id", "resource_type", "requ
   default). SQLite runs one writer at a time, so keys commit in order; on PostgreSQL the
   append takes a table lock for the same guarantee. The long poll polls.
 
-Only ``Lifecycle`` (``app/core/lifecycle.py``) appends; readers call ``read_events``.
+Only ``Lifecycle`` (``app/core/lifecycle.py``) appends; readers call ``read_events``. A
+job's status change and its event are one write: the job store the services hand out
+writes the event in the transition's own atomic step (``RedisEventLog.entry`` inside the
+job store's MULTI/EXEC, ``SqlEventLog.insert`` inside its SQL transaction), so the
+event log's being unreachable fails the transition rather than losing the event.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ __all__ = [
     "EventLog",
     "RedisEventLog",
     "SqlEventLog",
+    "entry_cursor",
     "event_log_from_url",
     "read_events",
 ]
@@ -146,13 +151,27 @@ class RedisEventLog:
 
     def append(self, event: Mapping[str, Any]) -> str:
         """XADD with an approximate length cap, then trim what is older than ``max_age``."""
-        oldest = int((_now().timestamp() - self.max_age) * 1000)
+        document, max_len, min_id = self.entry(event)
         pipe = self.client.pipeline(transaction=False)
-        pipe.xadd(self.key, {"e": json.dumps(dict(event), separators=(",", ":"))},
-                  maxlen=self.max_len, approximate=True)
-        pipe.xtrim(self.key, minid=f"{oldest}-0", approximate=False)
-        entry_id = self._call(pipe.execute)[0]
-        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        pipe.xadd(self.key, {"e": document}, maxlen=max_len, approximate=True)
+        pipe.xtrim(self.key, minid=min_id, approximate=False)
+        return entry_cursor(self._call(pipe.execute)[0])
+
+    def entry(self, event: Mapping[str, Any]) -> tuple[str, int, str]:
+        """What an XADD of ``event`` writes, for a writer that appends in its own step.
+
+        Returns:
+            The entry's ``e`` field, the ``MAXLEN ~`` cap and the ``MINID`` to trim to.
+        """
+        oldest = int((_now().timestamp() - self.max_age) * 1000)
+        return json.dumps(dict(event), separators=(",", ":")), self.max_len, f"{oldest}-0"
+
+    def same_server(self, client: redis.Redis) -> bool:
+        """True when ``client`` talks to this log's Redis (one MULTI can write both)."""
+        def where(c: redis.Redis) -> tuple[Any, ...]:
+            kw = c.connection_pool.connection_kwargs
+            return kw.get("host"), kw.get("port"), kw.get("path"), kw.get("db", 0)
+        return where(client) == where(self.client)
 
     def scan(self, after: str | None, count: int) -> list[dict[str, Any]]:
         """XRANGE from just after ``after`` (exclusive range, Redis 6.2+)."""
@@ -210,26 +229,32 @@ class SqlEventLog:
             raise DatabaseUnavailable(f"event log unavailable: {e}") from e
 
     def append(self, event: Mapping[str, Any]) -> str:
-        """INSERT; every hundredth append trims by length and age."""
-        t = self.table
-        document = json.dumps(dict(event), separators=(",", ":"))
+        """INSERT in a transaction of its own; see ``insert``."""
         try:
             with self._lock, self.engine.begin() as conn:
-                if conn.dialect.name == "postgresql":
-                    # Keys from a sequence may commit out of order; one writer at a time.
-                    conn.execute(sa.text(f"LOCK TABLE {t.name} IN EXCLUSIVE MODE"))
-                inserted = conn.execute(
-                    t.insert().values(at=_now().timestamp(), document=document)
-                ).inserted_primary_key
-                assert inserted is not None
-                new_id = inserted[0]
-                self._appends += 1
-                if self._appends % 100 == 0:
-                    conn.execute(t.delete().where(
-                        sa.or_(t.c.id <= int(new_id) - self.max_len,
-                               t.c.at < _now().timestamp() - self.max_age)))
+                return self.insert(conn, event)
         except sa_exc.OperationalError as e:
             raise DatabaseUnavailable(f"event log unavailable: {e}") from e
+
+    def insert(self, conn: sa.Connection, event: Mapping[str, Any]) -> str:
+        """INSERT ``event`` in the caller's transaction on this log's database; its cursor.
+
+        Every hundredth insert of this process trims by length and age.
+        """
+        t = self.table
+        document = json.dumps(dict(event), separators=(",", ":"))
+        if conn.dialect.name == "postgresql":
+            # Keys from a sequence may commit out of order; one writer at a time.
+            conn.execute(sa.text(f"LOCK TABLE {t.name} IN EXCLUSIVE MODE"))
+        inserted = conn.execute(
+            t.insert().values(at=_now().timestamp(), document=document)).inserted_primary_key
+        assert inserted is not None
+        new_id = int(inserted[0])
+        self._appends += 1
+        if self._appends % 100 == 0:
+            conn.execute(t.delete().where(
+                sa.or_(t.c.id <= new_id - self.max_len,
+                       t.c.at < _now().timestamp() - self.max_age)))
         return f"{new_id}-0"
 
     def scan(self, after: str | None, count: int) -> list[dict[str, Any]]:
@@ -263,6 +288,11 @@ class SqlEventLog:
         if not _CURSOR.match(cursor) or int(cursor.split("-", 1)[0]) >= 2**63:
             raise BadCursor()
         return cursor
+
+
+def entry_cursor(entry_id: bytes | str) -> str:
+    """A Redis Stream entry ID as a cursor."""
+    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
 
 def event_log_from_url(url: str, *, prefix: str = "tfgen", max_len: int = 100000,

@@ -1,9 +1,17 @@
 """The one lifecycle hook: every job and request change goes through ``Lifecycle``.
 
 - A job changes status only through ``JobStore.transition`` (a compare-and-set), and the
-  job store the services hand out is a ``HookedJobStore``: each transition that wins
-  calls ``Lifecycle.job_changed`` once. The worker, the cancel path and the overdue
-  sweep therefore feed the hook without knowing of it, and no caller writes an event.
+  job store the services hand out is a ``HookedJobStore``: each status transition carries
+  its event (``Lifecycle.job_event``), which the store writes in the transition's own
+  atomic step (one MULTI/EXEC on Redis, one SQL transaction), so a status change and its
+  event land together or not at all. After a transition that won,
+  ``Lifecycle.job_written`` counts the event, tells ``on_append`` and steps the request
+  record. The worker, the cancel path and the overdue rules therefore feed the hook
+  without knowing of it, and no caller writes an event.
+- What is not in that atomic step: the request record's step (another key or table,
+  written right after). If it fails, ``lifecycle.hook_failed`` is logged and counted;
+  the request record catches up at the job's next status change, and the feed (which
+  has the job's event) and the job document stay right.
 - A request changes only through ``Lifecycle.request_step`` (from a job, a GitLab
   webhook or the reconciler), which applies a step of ``app/core/requests.py`` inside
   the request store's compare-and-set and appends ``request.<state>`` when the state moved.
@@ -22,6 +30,7 @@ from urllib.parse import urlsplit
 
 from app.core.events import EventLog
 from app.core.jobs import JobRecord, JobStore, utcnow
+from app.core.jobs.record import EventFor
 from app.core.requests import RequestRecord, RequestStore, Step, job_step, request_key
 
 __all__ = ["JOB_EVENTS", "HookedJobStore", "Lifecycle"]
@@ -60,10 +69,20 @@ class Lifecycle:
     # --- jobs ----------------------------------------------------------------------------
 
     def job_changed(self, job: JobRecord) -> None:
-        """A job's status changed (called once per winning transition)."""
+        """A job's status changed (called once per winning transition): append its event
+        in a write of its own, then step the request (``HookedJobStore`` writes the event
+        with the transition instead, and calls ``job_written``)."""
+        event = self.job_event(job)
+        if event is None:
+            return
+        event["id"] = self.events.append(event)
+        self.job_written(job, event)
+
+    def job_event(self, job: JobRecord) -> dict[str, Any] | None:
+        """The event of ``job``'s status as it now stands (None: that status has none)."""
         kind = JOB_EVENTS.get(job.status)
         if kind is None:
-            return
+            return None
         request = job.request
         data: dict[str, Any] = {"status": job.status, "stage": job.stage,
                                 "attempts": job.attempts, "dry_run": bool(request.get("dry_run"))}
@@ -72,7 +91,13 @@ class Lifecycle:
         if job.status == "SUCCESS" and job.result:
             data["merge_request"] = job.result.get("merge_request")
             data["commit"] = job.result.get("commit")
-        self._append(kind, job.owner, request, job.uuid, data)
+        return self._event(kind, job.owner, request, job.uuid, data)
+
+    def job_written(self, job: JobRecord, event: Mapping[str, Any]) -> None:
+        """``event`` of ``job``'s status change is in the log: count it, tell ``on_append``,
+        step the request record."""
+        self._appended(str(event["type"]), str(event["id"]))
+        request = job.request
         if request.get("dry_run"):
             return  # a dry run changes nothing anywhere: it is not the request's life
         key = request_key(request["cloud_id"], request["resource_type"], request["request_id"])
@@ -125,13 +150,19 @@ class Lifecycle:
         if mr.get("merge_commit_sha"):
             self.requests.link(f"commit:{path}:{mr['merge_commit_sha']}", record.key)
 
+    @staticmethod
+    def _event(kind: str, owner: str, request: Mapping[str, Any], job_uuid: str | None,
+               data: Mapping[str, Any]) -> dict[str, Any]:
+        return {"type": kind, "at": utcnow(), "owner": owner,
+                "cloud_id": request["cloud_id"], "resource_type": request["resource_type"],
+                "request_id": request["request_id"], "job_uuid": job_uuid, "data": dict(data)}
+
     def _append(self, kind: str, owner: str, request: Mapping[str, Any], job_uuid: str | None,
                 data: Mapping[str, Any]) -> None:
-        cursor = self.events.append({
-            "type": kind, "at": utcnow(), "owner": owner,
-            "cloud_id": request["cloud_id"], "resource_type": request["resource_type"],
-            "request_id": request["request_id"], "job_uuid": job_uuid, "data": dict(data),
-        })
+        cursor = self.events.append(self._event(kind, owner, request, job_uuid, data))
+        self._appended(kind, cursor)
+
+    def _appended(self, kind: str, cursor: str) -> None:
         self.observer(kind)
         if self.on_append is not None:
             try:
@@ -141,11 +172,14 @@ class Lifecycle:
 
 
 class HookedJobStore:
-    """A job store whose winning status transitions call ``Lifecycle.job_changed``.
+    """A job store whose status transitions write their event with them, then call
+    ``Lifecycle.job_written``.
 
-    Everything else is the wrapped store's. A hook that fails (the event log or request
-    store unreachable) is logged, never raised: the transition has happened, and the job
-    must still end; the lost event is named in the log (``lifecycle.hook_failed``).
+    Everything else is the wrapped store's. The event is part of the transition's atomic
+    write when the wrapped store has the event log bound (the services bind it): if the
+    log cannot be written, the transition fails (retryable) and nothing changed. What
+    comes after (the request step, the webhook nudge) failing is logged, never raised:
+    the transition has happened, and the job must still end (``lifecycle.hook_failed``).
     """
 
     def __init__(self, inner: JobStore, lifecycle: Lifecycle) -> None:
@@ -168,17 +202,34 @@ class HookedJobStore:
         """Remove a record."""
         self.inner.delete(uuid)
 
-    def transition(self, uuid: str, allowed: Collection[str], changes: Mapping[str, Any]
-                   ) -> JobRecord | None:
-        """The wrapped transition, then the hook when it changed the status."""
-        record = self.inner.transition(uuid, allowed, changes)
-        if record is not None and "status" in changes:
-            try:
-                self.lifecycle.job_changed(record)
-            except Exception:
-                log.exception("lifecycle.hook_failed: job %s %s", uuid, record.status)
-                self.lifecycle.observer("lifecycle.hook_failed")
+    def transition(self, uuid: str, allowed: Collection[str], changes: Mapping[str, Any],
+                   event: EventFor | None = None) -> JobRecord | None:
+        """The wrapped transition, with its event when it changes the status; then the hook."""
+        if "status" not in changes:
+            return self.inner.transition(uuid, allowed, changes, event)
+        if getattr(self.inner, "events", None) is None:  # no log bound: two writes
+            record = self.inner.transition(uuid, allowed, changes, event)
+            if record is not None:
+                self._after(record, self.lifecycle.job_changed)
+            return record
+        built: list[dict[str, Any] | None] = [None]
+
+        def event_for(record: JobRecord) -> dict[str, Any] | None:
+            built[0] = self.lifecycle.job_event(record)  # the attempt that won sets it last
+            return built[0]
+
+        record = self.inner.transition(uuid, allowed, changes, event_for)
+        written = built[0]
+        if record is not None and written is not None:
+            self._after(record, lambda job: self.lifecycle.job_written(job, written))
         return record
+
+    def _after(self, record: JobRecord, hook: Any) -> None:
+        try:
+            hook(record)
+        except Exception:
+            log.exception("lifecycle.hook_failed: job %s %s", record.uuid, record.status)
+            self.lifecycle.observer("lifecycle.hook_failed")
 
     def list(self, owner: str | None, limit: int = 50) -> list[JobRecord]:
         """Recent records."""

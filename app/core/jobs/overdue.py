@@ -6,9 +6,12 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from app.core.jobs.record import JobRecord, JobStore, parse_time, utcnow
+from app.core.jobs.lifecycle import JobLifecycle
+from app.core.jobs.record import JobRecord, parse_time
+from app.errors import JobTimeout
 
 __all__ = ["deadline", "expire_overdue", "sweep_overdue"]
+
 
 def deadline(record: JobRecord, config: Mapping[str, Any]) -> dt.datetime | None:
     """When an unfinished job is overdue and must be ended as ``TIMEOUT``.
@@ -36,24 +39,24 @@ def deadline(record: JobRecord, config: Mapping[str, Any]) -> dt.datetime | None
     return parse_time(base) + dt.timedelta(seconds=allowance)
 
 
-def expire_overdue(store: JobStore, record: JobRecord, config: Mapping[str, Any]) -> JobRecord:
+def expire_overdue(jobs: JobLifecycle, record: JobRecord, config: Mapping[str, Any]
+                   ) -> JobRecord:
     """End ``record`` as FAILURE/TIMEOUT when past its deadline; return the current record."""
-    return _expire(store, record, config)[0]
+    return _expire(jobs, record, config)[0]
 
 
-def _expire(store: JobStore, record: JobRecord, config: Mapping[str, Any]
+def _expire(jobs: JobLifecycle, record: JobRecord, config: Mapping[str, Any]
             ) -> tuple[JobRecord, bool]:
     due = deadline(record, config)
     if due is None or dt.datetime.now(dt.UTC) < due:
         return record, False
-    error = {"code": "TIMEOUT", "retryable": True,
-             "message": f"job did not finish in time (was {record.status} at {record.stage})"}
-    ended = store.transition(record.uuid, {record.status},
-                             {"status": "FAILURE", "error": error, "finished_at": utcnow()})
-    return (ended or store.get(record.uuid) or record), ended is not None
+    error = JobTimeout(f"job did not finish in time (was {record.status} at {record.stage})",
+                       retryable=True)
+    ended = jobs.finish(record.uuid, "FAILURE", error, allowed={record.status})
+    return (ended or jobs.store.get(record.uuid) or record), ended is not None
 
 
-def sweep_overdue(store: JobStore, config: Mapping[str, Any], limit: int = 500
+def sweep_overdue(jobs: JobLifecycle, config: Mapping[str, Any], limit: int = 500
                   ) -> list[JobRecord]:
     """End every unfinished job past its deadline; return the ones this call ended.
 
@@ -61,8 +64,8 @@ def sweep_overdue(store: JobStore, config: Mapping[str, Any], limit: int = 500
     lost ends as ``TIMEOUT`` without waiting for someone to read it.
     """
     ended = []
-    for record in store.unfinished(limit):
-        current, changed = _expire(store, record, config)
+    for record in jobs.store.unfinished(limit):
+        current, changed = _expire(jobs, record, config)
         if changed:
             ended.append(current)
     return ended

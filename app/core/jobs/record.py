@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol
 
 from app.core.model import JobRequest
 
-__all__ = ["ACTIVE", "FINAL", "JobRecord", "JobStore", "apply_changes", "parse_time", "text",
-           "utcnow"]
+__all__ = ["ACTIVE", "FINAL", "EventFor", "JobRecord", "JobStore", "apply_changes", "parse_time",
+           "text", "utcnow"]
 
 FINAL = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 ACTIVE = frozenset({"PENDING", "STARTED", "PROGRESS", "RETRY"})
@@ -95,6 +95,12 @@ def text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+#: Builds the event of a status change from the record as the transition writes it (None:
+#: no event). The store writes it in the transition's own atomic step and sets its
+#: ``id`` (the cursor) on the mapping it was given.
+EventFor = Callable[[JobRecord], dict[str, Any] | None]
+
+
 class JobStore(Protocol):
     """Where job records live."""
 
@@ -116,12 +122,15 @@ class JobStore(Protocol):
         """Remove a record (an enqueue that failed leaves nothing behind)."""
 
     def transition(
-        self, uuid: str, allowed: Collection[str], changes: Mapping[str, Any]
+        self, uuid: str, allowed: Collection[str], changes: Mapping[str, Any],
+        event: EventFor | None = None,
     ) -> JobRecord | None:
         """Apply ``changes`` only if the status is in ``allowed``; return the new record.
 
         Returns None (and changes nothing) when the record is missing or its status is
-        not allowed. ``stages`` in ``changes`` is appended, ``attempts`` is added.
+        not allowed. ``stages`` in ``changes`` is appended, ``attempts`` is added. With
+        ``event``, the event it builds is appended to the event log bound to the store
+        in the same atomic write: both land, or neither.
         """
 
     def list(self, owner: str | None, limit: int = 50) -> list[JobRecord]:

@@ -11,7 +11,8 @@ import redis
 from redis.client import Pipeline
 
 from app.core.boundary import RedisCalls
-from app.core.jobs.record import JobRecord, apply_changes, parse_time, text
+from app.core.events import RedisEventLog, entry_cursor
+from app.core.jobs.record import EventFor, JobRecord, apply_changes, parse_time, text
 from app.errors import JobStoreUnavailable
 
 __all__ = ["RedisJobStore"]
@@ -34,13 +35,43 @@ redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return ARGV[1]
 """
 
-class RedisJobStore:
-    """Job records as Redis hashes, with per-owner and global sorted-set indexes."""
+# A status change and its event, in one step (run inside the transition's MULTI/EXEC, so
+# the WATCH on the job key still decides races). The XADD comes first: if it fails (a
+# wrong-typed or unwritable stream), the script stops before the record is touched.
+# KEYS: job key, unfinished index, event stream.
+# ARGV: ttl, final (1/0), uuid, event document, MAXLEN ~ cap, MINID, the record's fields.
+_TRANSITION_WITH_EVENT = """
+local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'e', ARGV[4])
+redis.call('XTRIM', KEYS[3], 'MINID', ARGV[6])
+redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+if ARGV[2] == '1' then
+  redis.call('ZREM', KEYS[2], ARGV[3])
+end
+return id
+"""
 
-    def __init__(self, client: redis.Redis, *, prefix: str = "tfgen", ttl: int = 604800) -> None:
+
+class RedisJobStore:
+    """Job records as Redis hashes, with per-owner and global sorted-set indexes.
+
+    Args:
+        client: The job store's Redis.
+        prefix: Of every key.
+        ttl: Seconds a record is kept.
+        events: The event log status changes write their events to, in the same step
+            (it must live in the same Redis).
+    """
+
+    def __init__(self, client: redis.Redis, *, prefix: str = "tfgen", ttl: int = 604800,
+                 events: RedisEventLog | None = None) -> None:
+        if events is not None and not events.same_server(client):
+            raise ValueError("the event log must live in the job store's Redis: a status "
+                             "change and its event are one MULTI/EXEC")
         self.client = client
         self.prefix = prefix
         self.ttl = ttl
+        self.events = events
         self._call = RedisCalls(client, "job store", JobStoreUnavailable)
 
     def _key(self, uuid: str) -> str:
@@ -108,34 +139,58 @@ class RedisJobStore:
         self._call(pipe.execute)
 
     def transition(
-        self, uuid: str, allowed: Collection[str], changes: Mapping[str, Any]
+        self, uuid: str, allowed: Collection[str], changes: Mapping[str, Any],
+        event: EventFor | None = None,
     ) -> JobRecord | None:
         """Apply ``changes`` when the status is allowed: WATCH, check, MULTI, again on a race.
+
+        With ``event`` (and an event log bound), the event is XADDed inside the same
+        MULTI/EXEC, by a script that writes it before the record: both or neither.
 
         Returns:
             The record as written, or None when there is none or its status is not in
             ``allowed`` (a lost race is run again, never answered None).
 
         Raises:
-            JobStoreUnavailable: Redis did not answer.
+            JobStoreUnavailable: Redis did not answer, or refused the write (the record
+                and the event log are then as they were).
         """
         key = self._key(uuid)
+        written: dict[str, Any] = {}
 
-        def attempt(pipe: Pipeline) -> JobRecord | None:
+        def attempt(pipe: Pipeline) -> None:
+            written.clear()
             data = pipe.hgetall(key)
             record = JobRecord.from_fields(data) if data else None
             if record is None or record.status not in allowed:
                 pipe.reset()  # type: ignore[no-untyped-call]
-                return None
+                return
             record = apply_changes(record, changes)
+            doc = event(record) if event is not None and self.events is not None else None
+            written.update(record=record, event=doc)
             pipe.multi()
+            if doc is not None:
+                assert self.events is not None
+                self._queue_with_event(pipe, record, doc, self.events)
+                return
             pipe.hset(key, mapping=record.to_fields())
             pipe.expire(key, self.ttl)
             if record.final:
                 pipe.zrem(self._active(), uuid)
-            return record
 
-        return self._call.transaction(attempt, key)
+        results = self._call(self.client.transaction, attempt, key, value_from_callable=False)
+        if written.get("event") is not None:
+            written["event"]["id"] = entry_cursor(results[0])
+        record: JobRecord | None = written.get("record")
+        return record
+
+    def _queue_with_event(self, pipe: Pipeline, record: JobRecord, event: dict[str, Any],
+                          events: RedisEventLog) -> None:
+        document, max_len, min_id = events.entry(event)
+        flat = [part for item in record.to_fields().items() for part in item]
+        pipe.eval(_TRANSITION_WITH_EVENT, 3, self._key(record.uuid), self._active(),
+                  events.key, self.ttl, 1 if record.final else 0, record.uuid, document,
+                  max_len, min_id, *flat)
 
     def list(self, owner: str | None, limit: int = 50) -> list[JobRecord]:
         """Recent records, newest first; expired ones are dropped from the index."""

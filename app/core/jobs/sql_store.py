@@ -14,7 +14,8 @@ from sqlalchemy import exc as sa_exc
 
 from app.core.backoff import full_jitter
 from app.core.boundary import SQL_UNAVAILABLE, sql_engine, translating
-from app.core.jobs.record import ACTIVE, JobRecord, apply_changes, parse_time
+from app.core.events import SqlEventLog
+from app.core.jobs.record import ACTIVE, EventFor, JobRecord, apply_changes, parse_time
 from app.errors import JobStoreUnavailable
 
 __all__ = ["SQL_TRANSITION_ATTEMPTS", "SqlJobStore"]
@@ -33,11 +34,24 @@ SQL_TRANSITION_ATTEMPTS = 100
 
 
 class SqlJobStore:
-    """Job records in one SQL table: the embedded default (SQLite), no server needed."""
+    """Job records in one SQL table: the embedded default (SQLite), no server needed.
 
-    def __init__(self, url: str, *, ttl: int = 604800, table: str = "tfgen_job") -> None:
+    Args:
+        url: The database.
+        ttl: Seconds a record is kept.
+        table: The table's name (its idempotency keys: ``<table>_idempotency``).
+        events: The event log status changes write their events to, in the same
+            transaction (it must live in the same database).
+    """
+
+    def __init__(self, url: str, *, ttl: int = 604800, table: str = "tfgen_job",
+                 events: SqlEventLog | None = None) -> None:
         self.ttl = ttl
         self.engine = sql_engine(url)
+        if events is not None and events.engine.url != self.engine.url:
+            raise ValueError("the event log must live in the job store's database: a "
+                             "status change and its event are one transaction")
+        self.events = events
         meta = sa.MetaData()
         self.table = sa.Table(
             table, meta,
@@ -111,9 +125,13 @@ class SqlJobStore:
 
     @_sql
     def transition(
-        self, uuid: str, allowed: Collection[str], changes: Mapping[str, Any]
+        self, uuid: str, allowed: Collection[str], changes: Mapping[str, Any],
+        event: EventFor | None = None,
     ) -> JobRecord | None:
         """Apply ``changes`` when the status is allowed: UPDATE guarded on the old status.
+
+        With ``event`` (and an event log bound), the event row is inserted in the same
+        transaction as the UPDATE: both commit, or both roll back.
 
         Returns:
             The record as written, or None when there is none or its status is not in
@@ -130,17 +148,29 @@ class SqlJobStore:
                 if current is None or current.status not in allowed:
                     return None
                 updated = apply_changes(JobRecord.from_fields(current.to_fields()), changes)
-                t = self.table
-                with self.engine.begin() as conn:
-                    done = conn.execute(
-                        t.update()
-                        .where(t.c.uuid == uuid, t.c.document == json.dumps(current.to_fields()))
-                        .values(status=updated.status, document=json.dumps(updated.to_fields()))
-                    ).rowcount
-                if done:
+                if self._write(current, updated, event):
                     return updated
                 time.sleep(full_jitter(attempt, 0.001, 0.05))
         raise JobStoreUnavailable(f"job store: job {uuid} kept changing during a transition")
+
+    def _write(self, current: JobRecord, updated: JobRecord, event: EventFor | None) -> bool:
+        """One guarded UPDATE, with its event row; False when another writer came first."""
+        t = self.table
+        doc = event(updated) if event is not None and self.events is not None else None
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                t.update()
+                .where(t.c.uuid == current.uuid,
+                       t.c.document == json.dumps(current.to_fields()))
+                .values(status=updated.status, document=json.dumps(updated.to_fields()))
+            ).rowcount
+            if done and doc is not None:
+                assert self.events is not None
+                try:
+                    doc["id"] = self.events.insert(conn, doc)
+                except sa_exc.SQLAlchemyError as e:  # rolls the UPDATE back with it
+                    raise JobStoreUnavailable(f"job store: event log refused: {e}") from e
+        return bool(done)
 
     @_sql
     def list(self, owner: str | None, limit: int = 50) -> list[JobRecord]:
