@@ -3,7 +3,8 @@
 - ``tfgen.reconcile`` every ``RECONCILE_INTERVAL`` seconds: requests waiting on GitLab.
 - ``tfgen.sweep`` every ``JOB_SWEEP_INTERVAL`` seconds: ends every unfinished job past
   its deadline as FAILURE ``TIMEOUT`` (``app.core.jobs.deadline``), so a job whose
-  message was lost (a Redis outage, a worker host gone) ends without anyone polling it.
+  message was lost (a Redis outage, a worker host gone) ends without anyone polling it;
+  then redoes the request steps a failure left undone (``Lifecycle.catch_up``).
 - ``tfgen.webhooks.sweep`` (``tasks.deliver``) every ``WEBHOOK_SWEEP_INTERVAL`` seconds.
 
 The schedule names the tasks by their objects, so each task name is spelled once, in
@@ -50,6 +51,9 @@ def sweep(self: Task) -> int:
         tell_celery_failed(self.app, record, self.request.hostname)
     if ended:
         log.warning("jobs.swept", count=len(ended), jobs=[r.uuid for r in ended])
+    caught_up = svc.lifecycle.catch_up(svc.jobs)  # request steps a failure left undone
+    if caught_up:
+        log.warning("jobs.request_steps_caught_up", count=caught_up)
     return len(ended)
 
 

@@ -9,9 +9,11 @@
   record. The worker, the cancel path and the overdue rules therefore feed the hook
   without knowing of it, and no caller writes an event.
 - What is not in that atomic step: the request record's step (another key or table,
-  written right after). If it fails, ``lifecycle.hook_failed`` is logged and counted;
-  the request record catches up at the job's next status change, and the feed (which
-  has the job's event) and the job document stay right.
+  written right after). The atomic step marks the job in the store's follow-up index,
+  and the mark is cleared once the step is done. If the step fails
+  (``lifecycle.hook_failed``, logged and counted), the mark stays, and the beat sweep
+  (``Lifecycle.catch_up``) re-derives the step from the job's record as it then stands,
+  unless the request has moved on to a later job or the step had landed after all.
 - A request changes only through ``Lifecycle.request_step`` (from a job, a GitLab
   webhook or the reconciler), which applies a step of ``app/core/requests.py`` inside
   the request store's compare-and-set and appends ``request.<state>`` when the state moved.
@@ -105,6 +107,29 @@ class Lifecycle:
                         project_path=self.project_path)
         self.request_step(key, step, source="job", job_uuid=job.uuid)
 
+    def catch_up(self, jobs: JobStore, older_than: float = 60.0, limit: int = 500) -> int:
+        """Redo the request step of each job whose follow-up mark is ``older_than`` old.
+
+        The mark is written with the job's event and cleared after its request step, so
+        a mark left behind is a step that may not have landed. The step is re-derived
+        from the job as it stands now, and skipped when the request record already has
+        it or has moved on to a later job. Returns how many marks were settled.
+        """
+        settled = 0
+        for uuid in jobs.followups(older_than, limit):
+            job = jobs.get(uuid)
+            if job is not None and job.status in JOB_EVENTS and not job.request.get("dry_run"):
+                request = job.request
+                key = request_key(request["cloud_id"], request["resource_type"],
+                                  request["request_id"])
+                step = job_step(job.document(), target_branch=self.target_branch,
+                                project_path=self.project_path)
+                self.request_step(key, _unless_seen(job, step), source="job",
+                                  job_uuid=job.uuid)
+            jobs.followup_done(uuid)
+            settled += 1
+        return settled
+
     def project_path(self, web_url: str | None) -> str | None:
         """``platform/infra-live`` from ``https://gitlab.example.com/platform/infra-live``."""
         if not web_url:
@@ -171,6 +196,23 @@ class Lifecycle:
                 log.exception("lifecycle.on_append_failed", extra={"cursor": cursor})
 
 
+def _unless_seen(job: JobRecord, step: Step) -> Step:
+    """``step`` of ``job``, unless the request already took it or has a later job."""
+    verb = {"STARTED": "started", "SUCCESS": "succeeded"}.get(job.status,
+                                                              f"ended {job.status}")
+    mark = f"job {job.uuid} {verb}"
+
+    def guarded(current: RequestRecord | None) -> tuple[RequestRecord, bool] | None:
+        if current is not None:
+            if current.last_job != job.uuid and job.uuid in current.jobs:
+                return None  # a later job of the request has moved it on
+            if any(str(h.get("detail", "")).startswith(mark) for h in current.history):
+                return None  # the step landed; only its mark was left behind
+        return step(current)
+
+    return guarded
+
+
 class HookedJobStore:
     """A job store whose status transitions write their event with them, then call
     ``Lifecycle.job_written``.
@@ -220,16 +262,21 @@ class HookedJobStore:
 
         record = self.inner.transition(uuid, allowed, changes, event_for)
         written = built[0]
-        if record is not None and written is not None:
-            self._after(record, lambda job: self.lifecycle.job_written(job, written))
+        if record is None or written is None:
+            return record
+        # Done: clear the job's follow-up mark. Failed: the mark stays for the sweep.
+        if self._after(record, lambda job: self.lifecycle.job_written(job, written)):
+            self._after(record, lambda job: self.inner.followup_done(job.uuid))
         return record
 
-    def _after(self, record: JobRecord, hook: Any) -> None:
+    def _after(self, record: JobRecord, hook: Callable[[JobRecord], None]) -> bool:
         try:
             hook(record)
         except Exception:
             log.exception("lifecycle.hook_failed: job %s %s", record.uuid, record.status)
             self.lifecycle.observer("lifecycle.hook_failed")
+            return False
+        return True
 
     def list(self, owner: str | None, limit: int = 50) -> list[JobRecord]:
         """Recent records."""
@@ -246,3 +293,11 @@ class HookedJobStore:
     def release_idempotency(self, key: str) -> None:
         """Forget an idempotency key."""
         self.inner.release_idempotency(key)
+
+    def followups(self, older_than: float, limit: int = 500) -> tuple[str, ...]:
+        """Jobs whose follow-up is not marked done."""
+        return self.inner.followups(older_than, limit)
+
+    def followup_done(self, uuid: str) -> None:
+        """Mark a job's follow-up done."""
+        self.inner.followup_done(uuid)

@@ -103,3 +103,54 @@ def test_the_event_written_with_the_change_is_the_feeds_and_carries_its_cursor(
     assert [e["type"] for e in feed] == ["job.started", "job.succeeded"]
     assert cursors == [e["id"] for e in feed]
     assert feed[1]["data"]["stage"] == "done" and feed[1]["owner"] == "alice"
+
+
+def break_request_store(svc: Services, key: str) -> None:
+    """Make the request record ``key`` unreadable, as an unreachable request store."""
+    requests: Any = svc.requests
+    if hasattr(requests, "client"):
+        requests.client.rpush(requests._key(key), "not a record")  # GET: WRONGTYPE
+    else:
+        with requests.engine.begin() as conn:
+            conn.execute(sa.text(f"ALTER TABLE {requests.table.name} RENAME TO broken_requests"))
+
+
+def mend_request_store(svc: Services, key: str) -> None:
+    requests: Any = svc.requests
+    if hasattr(requests, "client"):
+        requests.client.delete(requests._key(key))
+    else:
+        with requests.engine.begin() as conn:
+            conn.execute(sa.text(f"ALTER TABLE broken_requests RENAME TO {requests.table.name}"))
+
+
+def test_a_request_step_lost_after_the_change_is_caught_up_once(services: Services) -> None:
+    jobs, request_id = services.jobs, int(uuid.uuid4().int % 10**6)
+    key = f"aws/rds/{request_id}"
+    job = jobs.create(JobRecord(uuid=str(uuid.uuid4()), owner="alice", request={
+        "cloud_id": "aws", "resource_type": "rds", "request_id": request_id, "dry_run": False}))
+
+    break_request_store(services, key)
+    try:
+        started = jobs.transition(job.uuid, {"PENDING"}, {"status": "STARTED",
+                                                          "started_at": "2026-01-01T00:00:00Z"})
+    finally:
+        mend_request_store(services, key)
+    assert started is not None and started.status == "STARTED"  # the job goes on
+    assert services.requests.get(key) is None  # its request step was lost...
+    assert jobs.followups(0) == (job.uuid,)  # ...and the job is marked for the sweep
+
+    assert services.lifecycle.catch_up(jobs, older_than=0) == 1
+    record = services.requests.get(key)
+    assert record is not None and record.state == "generating"
+    assert services.lifecycle.catch_up(jobs, older_than=0) == 0  # settled: once only
+    feed = [e["type"] for e in services.events.scan(None, 1000)
+            if e["request_id"] == request_id]
+    assert feed == ["job.started", "request.generating"]
+
+    # A step that went through leaves no mark behind.
+    jobs.transition(job.uuid, {"STARTED"}, {"status": "FAILURE", "error": {
+        "code": "INTERNAL", "message": "x", "retryable": False}})
+    assert jobs.followups(0) == ()
+    record = services.requests.get(key)
+    assert record is not None and record.state == "failed"

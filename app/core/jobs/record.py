@@ -145,6 +145,13 @@ class JobStore(Protocol):
     def release_idempotency(self, key: str) -> None:
         """Forget ``key`` (its job was never enqueued)."""
 
+    def followups(self, older_than: float, limit: int = 500) -> tuple[str, ...]:
+        """Jobs whose event was written with a transition ``older_than`` seconds ago or
+        more, and whose follow-up (the request step) is not marked done; oldest first."""
+
+    def followup_done(self, uuid: str) -> None:
+        """Mark the follow-up of job ``uuid``'s last event done."""
+
 
 def apply_changes(record: JobRecord, changes: Mapping[str, Any]) -> JobRecord:
     for key, value in changes.items():

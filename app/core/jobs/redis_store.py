@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Collection, Mapping
 from functools import cached_property
 from typing import Any
@@ -37,17 +38,19 @@ return ARGV[1]
 
 # A status change and its event, in one step (run inside the transition's MULTI/EXEC, so
 # the WATCH on the job key still decides races). The XADD comes first: if it fails (a
-# wrong-typed or unwritable stream), the script stops before the record is touched.
-# KEYS: job key, unfinished index, event stream.
-# ARGV: ttl, final (1/0), uuid, event document, MAXLEN ~ cap, MINID, the record's fields.
+# wrong-typed or unwritable stream), the script stops before the record is touched. The
+# job is marked in the follow-up index until what comes after the event is done.
+# KEYS: job key, unfinished index, event stream, follow-up index.
+# ARGV: ttl, final (1/0), uuid, event document, MAXLEN ~ cap, MINID, now, record fields.
 _TRANSITION_WITH_EVENT = """
 local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'e', ARGV[4])
 redis.call('XTRIM', KEYS[3], 'MINID', ARGV[6])
-redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+redis.call('HSET', KEYS[1], unpack(ARGV, 8))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 if ARGV[2] == '1' then
   redis.call('ZREM', KEYS[2], ARGV[3])
 end
+redis.call('ZADD', KEYS[4], ARGV[7], ARGV[3])
 return id
 """
 
@@ -188,9 +191,24 @@ class RedisJobStore:
                           events: RedisEventLog) -> None:
         document, max_len, min_id = events.entry(event)
         flat = [part for item in record.to_fields().items() for part in item]
-        pipe.eval(_TRANSITION_WITH_EVENT, 3, self._key(record.uuid), self._active(),
-                  events.key, self.ttl, 1 if record.final else 0, record.uuid, document,
-                  max_len, min_id, *flat)
+        pipe.eval(_TRANSITION_WITH_EVENT, 4, self._key(record.uuid), self._active(),
+                  events.key, self._followups(), self.ttl, 1 if record.final else 0,
+                  record.uuid, document, max_len, min_id, time.time(), *flat)
+
+    def _followups(self) -> str:
+        return f"{self.prefix}:jobs-followup"
+
+    def followups(self, older_than: float, limit: int = 500) -> tuple[str, ...]:
+        """Jobs whose last event was written ``older_than`` seconds ago or more and whose
+        follow-up (``followup_done``) has not been done, oldest first."""
+        cutoff = time.time() - older_than
+        found = self._call(self.client.zrangebyscore, self._followups(), "-inf", cutoff,
+                           start=0, num=limit)
+        return tuple(text(u) for u in found)
+
+    def followup_done(self, uuid: str) -> None:
+        """What comes after job ``uuid``'s event has been done."""
+        self._call(self.client.zrem, self._followups(), uuid)
 
     def list(self, owner: str | None, limit: int = 50) -> list[JobRecord]:
         """Recent records, newest first; expired ones are dropped from the index."""

@@ -66,6 +66,12 @@ class SqlJobStore:
             sa.Column("key", sa.String(64), primary_key=True),
             sa.Column("uuid", sa.String(36), nullable=False),
         )
+        # Jobs whose last event is written and whose follow-up is not yet done.
+        self.followup = sa.Table(
+            f"{table}_followup", meta,
+            sa.Column("uuid", sa.String(36), primary_key=True),
+            sa.Column("at", sa.Float, nullable=False, index=True),
+        )
         self._lock = threading.Lock()
         _sql(meta.create_all)(self.engine)
 
@@ -170,7 +176,26 @@ class SqlJobStore:
                     doc["id"] = self.events.insert(conn, doc)
                 except sa_exc.SQLAlchemyError as e:  # rolls the UPDATE back with it
                     raise JobStoreUnavailable(f"job store: event log refused: {e}") from e
+                f = self.followup
+                conn.execute(f.delete().where(f.c.uuid == current.uuid))
+                conn.execute(f.insert().values(uuid=current.uuid, at=time.time()))
         return bool(done)
+
+    @_sql
+    def followups(self, older_than: float, limit: int = 500) -> tuple[str, ...]:
+        """Jobs whose last event was written ``older_than`` seconds ago or more and whose
+        follow-up (``followup_done``) has not been done, oldest first."""
+        f = self.followup
+        query = (sa.select(f.c.uuid).where(f.c.at <= time.time() - older_than)
+                 .order_by(f.c.at).limit(limit))
+        with self.engine.connect() as conn:
+            return tuple(str(u) for u in conn.execute(query).scalars().all())
+
+    @_sql
+    def followup_done(self, uuid: str) -> None:
+        """What comes after job ``uuid``'s event has been done."""
+        with self.engine.begin() as conn:
+            conn.execute(self.followup.delete().where(self.followup.c.uuid == uuid))
 
     @_sql
     def list(self, owner: str | None, limit: int = 50) -> list[JobRecord]:
