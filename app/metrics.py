@@ -80,7 +80,8 @@ GITLAB_RETRIES = Counter("tfgen_gitlab_retries_total",
                          ["reason"])
 EVENTS = Counter("tfgen_events_total",
                  "Events appended to the feed, by type (job.*, request.*); "
-                 "lifecycle.hook_failed: a change whose event could not be written",
+                 "lifecycle.hook_failed: a request step or webhook nudge that failed "
+                 "after a change (the sweep redoes the step)",
                  ["type"])
 GITLAB_HOOKS = Counter("tfgen_gitlab_hooks_total",
                        "GitLab webhook deliveries answered 202, by event and outcome "

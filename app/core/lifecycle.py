@@ -117,18 +117,24 @@ class Lifecycle:
         """
         settled = 0
         for uuid in jobs.followups(older_than, limit):
-            job = jobs.get(uuid)
-            if job is not None and job.status in JOB_EVENTS and not job.request.get("dry_run"):
-                request = job.request
-                key = request_key(request["cloud_id"], request["resource_type"],
-                                  request["request_id"])
-                step = job_step(job.document(), target_branch=self.target_branch,
-                                project_path=self.project_path)
-                self.request_step(key, _unless_seen(job, step), source="job",
-                                  job_uuid=job.uuid)
-            jobs.followup_done(uuid)
+            try:
+                job = jobs.get(uuid)
+                if job is not None and job.status in JOB_EVENTS and \
+                        not job.request.get("dry_run"):
+                    self._redo_request_step(job)
+                jobs.followup_done(uuid)
+            except Exception:  # still unreachable: the mark stays for the next sweep
+                log.exception("lifecycle.catch_up_failed: job %s", uuid)
+                continue
             settled += 1
         return settled
+
+    def _redo_request_step(self, job: JobRecord) -> None:
+        request = job.request
+        key = request_key(request["cloud_id"], request["resource_type"], request["request_id"])
+        step = job_step(job.document(), target_branch=self.target_branch,
+                        project_path=self.project_path)
+        self.request_step(key, _unless_seen(job, step), source="job", job_uuid=job.uuid)
 
     def project_path(self, web_url: str | None) -> str | None:
         """``platform/infra-live`` from ``https://gitlab.example.com/platform/infra-live``."""
