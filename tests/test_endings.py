@@ -182,7 +182,7 @@ class Ledger:
             doc = json.loads(line)
             if doc.get("audit") and (doc.get("action"), doc.get("outcome")) in \
                     ENDING_AUDIT.values():
-                audited[doc["job_uuid"]] += 1
+                audited[doc.get("job_uuid", "(an audit line naming no job)")] += 1
         feed = stack.app.extensions["tfgen"].events.scan(None, 100000)
         evented = Counter(e["job_uuid"] for e in feed if e["type"] in ENDING_EVENT.values())
         return counted, audited, evented
