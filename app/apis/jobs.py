@@ -10,7 +10,8 @@ from flask_restx import Namespace, Resource, fields
 from app.apis.common import NullableRaw, NullableString, list_query, services
 from app.apis.generate import error
 from app.auth import can_see, current_principal
-from app.core.jobs import JobRecord, expire_overdue
+from app.core.jobs import STATUSES, JobRecord, expire_overdue
+from app.core.pipeline import STAGES
 from app.errors import Conflict, NotFound
 from app.logs import audit, bind_job
 
@@ -25,10 +26,8 @@ stage_entry = ns.model("StageEntry", {
 
 job_document = ns.model("Job", {
     "uuid": fields.String(required=True),
-    "status": fields.String(enum=["PENDING", "STARTED", "PROGRESS", "RETRY", "SUCCESS",
-                                  "FAILURE", "REVOKED"], required=True),
-    "stage": fields.String(enum=["queued", "fetch", "render", "validate", "policy", "publish",
-                                 "done"]),
+    "status": fields.String(enum=list(STATUSES), required=True),
+    "stage": fields.String(enum=list(STAGES)),
     "owner": fields.String(),
     "request": fields.Raw(example={"cloud_id": "aws", "resource_type": "rds",
                                    "request_id": 42, "dry_run": False}),

@@ -27,7 +27,7 @@ from app.core.jobs.lifecycle import (
     error_document,
 )
 from app.core.jobs.overdue import deadline, expire_overdue, sweep_overdue
-from app.core.jobs.record import ACTIVE, FINAL, JobRecord, JobStore, parse_time, utcnow
+from app.core.jobs.record import ACTIVE, FINAL, STATUSES, JobRecord, JobStore, parse_time, utcnow
 from app.core.jobs.redis_store import RedisJobStore
 from app.core.jobs.sql_store import SqlJobStore
 
@@ -37,6 +37,7 @@ __all__ = [
     "FINAL",
     "QUEUED",
     "RUNNING",
+    "STATUSES",
     "JobLifecycle",
     "JobRecord",
     "JobStore",

@@ -10,11 +10,13 @@ from typing import Any, Protocol
 
 from app.core.model import JobRequest
 
-__all__ = ["ACTIVE", "FINAL", "EventFor", "JobRecord", "JobStore", "apply_changes", "parse_time",
-           "text", "utcnow"]
+__all__ = ["ACTIVE", "FINAL", "STATUSES", "EventFor", "JobRecord", "JobStore", "apply_changes",
+           "parse_time", "text", "utcnow"]
 
+#: Every status a job can have, in the order it goes through them (the API lists them so).
+STATUSES = ("PENDING", "STARTED", "PROGRESS", "RETRY", "SUCCESS", "FAILURE", "REVOKED")
 FINAL = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
-ACTIVE = frozenset({"PENDING", "STARTED", "PROGRESS", "RETRY"})
+ACTIVE = frozenset(STATUSES) - FINAL
 
 
 def utcnow() -> str:
