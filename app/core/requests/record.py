@@ -25,7 +25,6 @@ def _utcnow() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-
 def request_key(cloud_id: str, resource_type: str, request_id: int) -> str:
     """The record's key, ``<cloud_id>/<resource_type>/<request_id>``."""
     return f"{cloud_id}/{resource_type}/{int(request_id)}"

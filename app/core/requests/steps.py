@@ -41,7 +41,6 @@ def _stamp(value: str | None) -> str:
     return parsed.astimezone(dt.UTC).isoformat(timespec="milliseconds")
 
 
-
 def job_step(job: Mapping[str, Any], *, target_branch: str,
              project_path: Callable[[str | None], str | None]) -> Step:
     """The step for a job's status change (``job`` is its document).

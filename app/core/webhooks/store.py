@@ -42,9 +42,9 @@ class WebhookStore:
         events: The event log as a Redis Stream (read from the fan-out cursor).
         prefix: Key prefix (``JOB_KEY_PREFIX``).
         box: Seals secrets at rest.
-        max_attempts: After this many failed attempts a delivery is ``failed``.
         backoff: ``backoff(attempts)`` -> seconds before the next attempt (the one
             formula of ``app.core.backoff``, given by the caller).
+        max_attempts: After this many failed attempts a delivery is ``failed``.
         rotation_grace: Seconds an old secret keeps signing after a rotation.
     """
 

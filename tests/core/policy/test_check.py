@@ -14,7 +14,6 @@ def test_no_policy_dir_passes_with_the_report_no_policies() -> None:
                                 "summary": "no policies"}
 
 
-
 def test_the_report_text_keeps_each_message_on_one_line() -> None:
     from app.core.policy import PolicyReport
 
