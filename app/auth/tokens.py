@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,19 +16,48 @@ from app.auth.principal import Principal, is_plausible_username
 from app.auth.settings import AuthSettings, normalize_group
 from app.errors import Unauthorized
 
-__all__ = ["ALLOWED_ALGORITHMS", "AuthState", "TokenVerifier"]
+__all__ = ["ALLOWED_ALGORITHMS", "TOKEN_CACHE_SIZE", "AuthState", "TokenVerifier"]
 
 ALLOWED_ALGORITHMS: tuple[str, ...] = ("RS256", "ES256")
 REQUIRED_CLAIMS = ["exp", "iss", "aud"]
 MAX_TOKEN_LENGTH = 16 * 1024
+#: Distinct verified tokens a process remembers (a client reuses its token until it expires).
+TOKEN_CACHE_SIZE = 1024
+
+
+@dataclass(frozen=True)
+class _Verified:
+    """What a full verification of one token proved, and what must be checked again."""
+
+    principal: Principal
+    kid: str
+    key: jwt.PyJWK  # the key object the signature was checked with
+    expires: int  # int(exp): PyJWT's reading
+    not_before: int | None  # max(int(nbf), int(iat)) of those present
 
 
 class TokenVerifier:
-    """Verifies bearer tokens and turns their claims into a ``Principal``. No Flask."""
+    """Verifies bearer tokens and turns their claims into a ``Principal``. No Flask.
 
-    def __init__(self, settings: AuthSettings, keys: KeySource) -> None:
+    A token that verified is remembered (``cache_size`` tokens, least recently used
+    first out), keyed by its exact text, so a client that sends the same token on every
+    call pays the signature check once. Each later call still checks what can change:
+    ``exp`` and ``nbf``/``iat`` against the clock (same leeway), and that the key source
+    still gives the very key object the signature was checked with. A JWKS refetch
+    builds new key objects, so every remembered token is verified in full again after
+    one; a key rotated out of the set refuses its tokens as soon as the key source
+    drops it, exactly as without the cache. Only successes are remembered.
+    """
+
+    def __init__(self, settings: AuthSettings, keys: KeySource, *,
+                 cache_size: int = TOKEN_CACHE_SIZE,
+                 clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.keys = keys
+        self._cache_size = cache_size
+        self._clock = clock
+        self._verified: OrderedDict[str, _Verified] = OrderedDict()
+        self._lock = threading.Lock()
 
     def verify(self, token: str) -> Principal:
         """Verify ``token`` and return the caller it names.
@@ -38,6 +70,54 @@ class TokenVerifier:
         """
         if len(token) > MAX_TOKEN_LENGTH:
             raise Unauthorized("token too long")
+        with self._lock:
+            seen = self._verified.get(token)
+            if seen is not None:
+                self._verified.move_to_end(token)
+        if seen is not None:
+            try:
+                if self._still_valid(seen):
+                    return seen.principal
+            except Unauthorized:
+                self._forget(token)
+                raise
+            self._forget(token)  # a new key set: verify in full below
+        return self._verify_in_full(token)
+
+    def _still_valid(self, seen: _Verified) -> bool:
+        """Check a remembered token's times and key again.
+
+        Returns:
+            False when the key source now holds another key object for the ``kid``.
+
+        Raises:
+            Unauthorized: Expired, not yet valid, or its key left the key set.
+        """
+        self._check_times(seen)
+        return self.keys.signing_key(seen.kid) is seen.key
+
+    def _check_times(self, seen: _Verified) -> None:
+        """PyJWT's ``exp`` and ``nbf``/``iat`` rules, on this verifier's clock."""
+        now, leeway = self._clock(), self.settings.leeway
+        if seen.expires <= now - leeway:
+            raise Unauthorized("token expired")
+        if seen.not_before is not None and seen.not_before > now + leeway:
+            raise Unauthorized("token not yet valid")
+
+    def _forget(self, token: str) -> None:
+        with self._lock:
+            self._verified.pop(token, None)
+
+    def _remember(self, token: str, seen: _Verified) -> None:
+        if self._cache_size <= 0:
+            return
+        with self._lock:
+            self._verified[token] = seen
+            self._verified.move_to_end(token)
+            while len(self._verified) > self._cache_size:
+                self._verified.popitem(last=False)
+
+    def _verify_in_full(self, token: str) -> Principal:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -62,7 +142,12 @@ class TokenVerifier:
             )
         except jwt.PyJWTError as e:
             raise Unauthorized(_reason(e)) from e
-        return self.principal_from_claims(claims)
+        principal = self.principal_from_claims(claims)
+        times = [int(claims[c]) for c in ("nbf", "iat") if c in claims]  # PyJWT read them
+        seen = _Verified(principal, kid, key, int(claims["exp"]), max(times) if times else None)
+        self._check_times(seen)  # the same clock as the remembered token's checks
+        self._remember(token, seen)
+        return principal
 
     def principal_from_claims(self, claims: Mapping[str, Any]) -> Principal:
         """Build the ``Principal`` from verified claims.
