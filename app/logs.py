@@ -17,7 +17,9 @@ No secrets: values of keys that look like credentials are masked before renderin
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import json
 import logging
 import re
 import sys
@@ -87,6 +89,9 @@ def bind_job(job_uuid: str, owner: str | None, request: Mapping[str, Any],
     bind_contextvars(**{k: v for k, v in fields.items() if v is not None})
 
 
+_AUDIT = structlog.stdlib.get_logger("tfgen.audit")
+
+
 def audit(action: str, outcome: str, **fields: Any) -> None:
     """Write one audit record: who did what to which job, and how it ended.
 
@@ -98,8 +103,7 @@ def audit(action: str, outcome: str, **fields: Any) -> None:
         outcome: ``accepted``, ``requested``, ``success``, ``failure``, ``canceled``...
         **fields: Action details (merge request URL, commit, error code...).
     """
-    get_logger("tfgen.audit").info(f"audit.{action}", audit=True, action=action,
-                                   outcome=outcome, **fields)
+    _AUDIT.info(f"audit.{action}", audit=True, action=action, outcome=outcome, **fields)
 
 
 def remember_task_correlation(task_id: str, correlation_id: str | None) -> None:
@@ -137,7 +141,15 @@ def _gunicorn_access(_: WrappedLogger, __: str, event_dict: EventDict) -> EventD
     atoms = event_dict.pop("positional_args", None)  # the record's args (pass_foreign_args)
     if record is None or record.name != "gunicorn.access" or not isinstance(atoms, Mapping):
         return event_dict
-    event_dict.update({
+    event_dict.update(_access_fields(atoms))
+    correlation_id = atoms.get("{x-correlation-id}o")
+    if correlation_id and correlation_id != "-":
+        event_dict.setdefault("correlation_id", correlation_id)
+    return event_dict
+
+
+def _access_fields(atoms: Mapping[str, Any]) -> dict[str, Any]:
+    return {
         "event": "http.access",
         "method": atoms.get("m"),
         "path": atoms.get("U"),
@@ -146,16 +158,17 @@ def _gunicorn_access(_: WrappedLogger, __: str, event_dict: EventDict) -> EventD
         "bytes": atoms.get("B"),
         "remote_addr": atoms.get("h"),
         "user_agent": atoms.get("a"),
-    })
-    correlation_id = atoms.get("{x-correlation-id}o")
-    if correlation_id and correlation_id != "-":
-        event_dict.setdefault("correlation_id", correlation_id)
-    return event_dict
+    }
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_secret_key(key: str) -> bool:
+    return _SECRET_KEY.search(key) is not None
 
 
 def _mask_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     for key in list(event_dict):
-        if _SECRET_KEY.search(key) and event_dict[key] not in (None, ""):
+        if _is_secret_key(key) and event_dict[key] not in (None, ""):
             event_dict[key] = "***"
     return event_dict
 
@@ -179,13 +192,44 @@ def _shared_processors() -> list[Processor]:
     ]
 
 
-def make_formatter(fmt: str = "json", show_locals: bool = False) -> logging.Formatter:
+class _JSONFormatter(structlog.stdlib.ProcessorFormatter):
+    """The JSON ``ProcessorFormatter``, writing gunicorn's access lines directly.
+
+    An access line is written on every request; through the processors it costs about
+    three times the request's own logging (a copy of the record, the foreign chain, the
+    JSON renderer). Its shape is fixed, so it is built here, equal to what the processors
+    make of it (``tests/test_logs.py`` compares both). A record carrying anything else
+    (bound context, an exception, another level) takes the processors.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        atoms = record.args
+        if (record.name != "gunicorn.access" or record.levelno != logging.INFO
+                or not isinstance(atoms, Mapping) or record.exc_info or record.stack_info
+                or structlog.contextvars.get_contextvars()):
+            return super().format(record)
+        line: dict[str, Any] = {"timestamp": None, "level": "info", "logger": record.name}
+        line.update(_access_fields(atoms))
+        correlation_id = atoms.get("{x-correlation-id}o")
+        if correlation_id and correlation_id != "-":
+            line["correlation_id"] = correlation_id
+        _STAMPER(None, "", line)  # type: ignore[arg-type]
+        return json.dumps(line, default=str)
+
+
+_STAMPER = structlog.processors.TimeStamper(fmt="iso", utc=True)
+
+
+def make_formatter(fmt: str = "json", show_locals: bool = False,
+                   fast_access: bool = True) -> logging.Formatter:
     """The formatter of every handler: JSON (one object per line) or console text.
 
     Args:
         fmt: ``json`` or ``console``.
         show_locals: Print each traceback frame's local variables. Off unless asked
             (only dev asks): a local can hold a token or a password.
+        fast_access: Write gunicorn's access lines without the processors (JSON only;
+            the same line, see ``_JSONFormatter``).
     """
     renderer: Processor
     if fmt == "json":
@@ -198,7 +242,9 @@ def make_formatter(fmt: str = "json", show_locals: bool = False) -> logging.Form
             colors=False, exception_formatter=_console_tracebacks(show_locals))]
     else:
         raise ValueError(f"LOG_FORMAT must be json or console, got {fmt!r}")
-    return structlog.stdlib.ProcessorFormatter(
+    formatter = _JSONFormatter if fmt == "json" and fast_access else (
+        structlog.stdlib.ProcessorFormatter)
+    return formatter(
         foreign_pre_chain=_shared_processors(),
         pass_foreign_args=True,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
@@ -242,7 +288,9 @@ def configure_logging(level: str = "INFO", fmt: str = "console",
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=False,
+        # The processors are the same on every call, so a logger may keep them: binding
+        # them anew on every line cost more than the line's own processing.
+        cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(stream or sys.__stderr__ or sys.stderr)
     handler.setFormatter(make_formatter(fmt, show_locals))

@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from app.core.schema import create_demo_database  # noqa: E402
+from app.demo import create_demo_database  # noqa: E402
 from tests.stubs.idp import IdentityProvider  # noqa: E402
 
 WRK = shutil.which("wrk") or "/usr/bin/wrk"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 #: (bucket, frame pattern), first match wins: outer concerns before the ones they call.
 BUCKETS: tuple[tuple[str, str], ...] = (
-    ("worker boot (imports, create_app)", r"Worker\.init_process|_find_and_load|load_wsgi"),
+    ("worker boot (imports, create_app)", r"_find_and_load|load_wsgi|create_app"),
     ("token verification", r"TokenVerifier\.verify|current_principal"),
     ("celery: task-sent event", r"EventDispatcher\.(publish|send)"),
     ("celery: publish task", r"send_task|send_task_message"),

@@ -50,6 +50,11 @@ graceful_timeout = _server.graceful_timeout
 keepalive = _server.keepalive
 max_requests = _server.max_requests
 max_requests_jitter = _server.max_requests_jitter
+# The app is built once, in the master, and each worker forks from it: a worker replaced
+# after max_requests serves at once instead of importing and building tfgen again (1-2 s
+# of CPU each; under load a quarter of the API's CPU went there, docs/benchmarks.md).
+# Safe because create_app connects to nothing (app/__init__.py).
+preload_app = _server.preload
 worker_tmp_dir = _server.worker_tmp_dir  # a tmpfs: the workers' heartbeat files
 forwarded_allow_ips = _server.forwarded_allow_ips
 limit_request_line = 4094

@@ -26,6 +26,7 @@ from app.logs import (
     audit,
     bind_job,
     configure_logging,
+    make_formatter,
     get_logger,
     remember_task_correlation,
     reset_context,
@@ -211,3 +212,38 @@ def test_a_bad_log_setting_stops_the_app_naming_it(tmp_path: Path) -> None:
         create_app({"APP_ENV": "test", "TFGEN_VAR_DIR": str(tmp_path), "LOG_FORMAT": "xml"})
     with pytest.raises(ConfigError, match="LOG_LEVEL"):
         create_app({"APP_ENV": "test", "TFGEN_VAR_DIR": str(tmp_path), "LOG_LEVEL": "LOUD"})
+
+
+def _access_record(correlation_id: str = "c-9") -> logging.LogRecord:
+    """An access record as gunicorn's ``Logger.access`` makes it (atoms as the args)."""
+    from gunicorn.glogging import SafeAtoms
+
+    atoms = {"h": "10.0.0.7", "l": "-", "u": "-", "t": "[01/Dec/2026:17:44:25 +0000]",
+             "r": "GET /api/v1/uuid/x HTTP/1.1", "s": "200", "m": "GET", "U": "/api/v1/uuid/x",
+             "q": "", "H": "HTTP/1.1", "b": "812", "B": 812, "f": "-", "a": "wrk/4",
+             "T": 0, "D": 1234, "M": 1, "L": "0.001234", "p": "<1>",
+             "{x-correlation-id}o": correlation_id, "{authorization}i": "Bearer secret"}
+    return logging.LogRecord("gunicorn.access", logging.INFO, __file__, 1,
+                             '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"',
+                             (SafeAtoms(atoms),), None)
+
+
+@pytest.mark.parametrize("correlation_id", ["c-9", "-"])
+def test_access_line_written_directly_equals_the_processors_line(correlation_id: str) -> None:
+    reset_context()
+    direct = json.loads(make_formatter("json").format(_access_record(correlation_id)))
+    processed = json.loads(make_formatter("json", fast_access=False).format(
+        _access_record(correlation_id)))
+    assert direct.pop("timestamp").endswith("Z") and processed.pop("timestamp").endswith("Z")
+    assert list(direct.items()) == list(processed.items())
+    assert direct["event"] == "http.access" and "Bearer" not in json.dumps(direct)
+
+
+def test_access_line_with_bound_context_takes_the_processors() -> None:
+    reset_context(correlation_id="bound-1")
+    try:
+        line = json.loads(make_formatter("json").format(_access_record("c-9")))
+    finally:
+        reset_context()
+    assert line["correlation_id"] == "bound-1"  # merged from the context, as before
+    assert line["event"] == "http.access"

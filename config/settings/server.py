@@ -27,3 +27,5 @@ class ServerSettings(Part):
     max_requests_jitter: int = env("GUNICORN_MAX_REQUESTS_JITTER", 200)
     worker_tmp_dir: str = env("GUNICORN_WORKER_TMP_DIR", "/dev/shm")  # noqa: S108 - tmpfs heartbeat
     forwarded_allow_ips: str = env("FORWARDED_ALLOW_IPS", "127.0.0.1")
+    #: Build the app once in the master and fork the workers from it (0: each builds it).
+    preload: bool = env("GUNICORN_PRELOAD", True)
