@@ -209,6 +209,24 @@ def lua_list(items: list[str]) -> str:
     return ", ".join(f"'{item}'" for item in items)
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds used by process ``pid``, its live children and the children it reaped."""
+    def stat(p: int | str) -> list[str]:
+        text = Path(f"/proc/{p}/stat").read_text()
+        return text[text.rindex(")") + 2:].split()  # fields from the 3rd on
+
+    tick = os.sysconf("SC_CLK_TCK")
+    fields = stat(pid)
+    total = sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                child = stat(entry.name)
+                if int(child[1]) == pid:
+                    total += int(child[11]) + int(child[12])
+    return total / tick
+
+
 def run_wrk(side: Side, kind: str, tokens: list[str], seconds: float, connections: int,
             base: Path) -> dict[str, float]:
     """One wrk run of ``kind`` (submit or poll) against ``side``; its figures."""
@@ -219,16 +237,19 @@ def run_wrk(side: Side, kind: str, tokens: list[str], seconds: float, connection
         script = _POLL % {"tokens": lua_list(tokens), "paths": lua_list(side.poll_paths or [])}
     path = base / f"{side.name}-{kind}.lua"
     path.write_text(script + _DONE)
+    cpu = tree_cpu(side.proc.pid)
     out = subprocess.run(  # noqa: S603
-        [WRK, "-t", "2", "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "--timeout", "10s",
-         "-s", str(path), side.url], capture_output=True, text=True, check=True).stdout
+        [WRK, "-t", "2", "-c", str(connections), "-d", f"{max(1, round(seconds))}s",
+         "--timeout", "10s", "-s", str(path), side.url],
+        capture_output=True, text=True, check=True).stdout
+    cpu = tree_cpu(side.proc.pid) - cpu
     line = next(x for x in out.splitlines() if x.startswith("RESULT "))
     r = json.loads(line.removeprefix("RESULT "))
     if r["errors"] or r["status_errors"]:
         raise SystemExit(f"{side.name} {kind}: {r['errors']} socket errors, "
                          f"{r['status_errors']} non-2xx answers\n{out}")
     return {"rps": r["requests"] / (r["duration_us"] / 1e6), "p50_ms": r["p50_us"] / 1000,
-            "p99_ms": r["p99_us"] / 1000}
+            "p99_ms": r["p99_us"] / 1000, "cpu_ms": 1000 * cpu / max(r["requests"], 1)}
 
 
 @contextlib.contextmanager
@@ -260,25 +281,28 @@ def median(values: list[float]) -> float:
 def report(results: dict[tuple[str, str], list[dict[str, float]]], args: argparse.Namespace
            ) -> str:
     """The markdown table: medians over the rounds, and tfgen/bare ratios."""
-    rows = ["| call | side | requests/s | p50 ms | p99 ms |", "|---|---|---|---|---|"]
+    rows = ["| call | side | requests/s | p50 ms | p99 ms | server CPU ms/request |",
+            "|---|---|---|---|---|---|"]
     ratios = []
     for kind in ("submit", "poll"):
         m = {side: {f: median([r[f] for r in results[(side, kind)]])
-                    for f in ("rps", "p50_ms", "p99_ms")} for side in ("tfgen", "bare")}
+                    for f in ("rps", "p50_ms", "p99_ms", "cpu_ms")} for side in ("tfgen", "bare")}
         for side in ("tfgen", "bare"):
             rows.append(f"| {kind} | {side} | {m[side]['rps']:,.0f} | {m[side]['p50_ms']:.1f} | "
-                        f"{m[side]['p99_ms']:.1f} |")
+                        f"{m[side]['p99_ms']:.1f} | {m[side]['cpu_ms']:.2f} |")
         per_round = [t["rps"] / b["rps"] for t, b in
                      zip(results[("tfgen", kind)], results[("bare", kind)], strict=True)]
         ratios.append(
             f"| {kind} | {m['tfgen']['rps'] / m['bare']['rps']:.2f}x "
             f"({min(per_round):.2f}-{max(per_round):.2f}) | "
             f"{m['tfgen']['p50_ms'] / m['bare']['p50_ms']:.2f}x | "
-            f"{m['tfgen']['p99_ms'] / m['bare']['p99_ms']:.2f}x |")
+            f"{m['tfgen']['p99_ms'] / m['bare']['p99_ms']:.2f}x | "
+            f"{m['bare']['cpu_ms'] / m['tfgen']['cpu_ms']:.2f}x |")
     header = (f"{args.rounds} rounds x {args.seconds:g} s a side, {args.connections} "
               f"connections, wrk -t2; medians over the rounds.\n\n")
     return (header + "\n".join(rows) + "\n\n| call | tfgen/bare throughput (per round) | "
-            "p50 | p99 |\n|---|---|---|---|\n" + "\n".join(ratios) + "\n")
+            "p50 | p99 | bare/tfgen CPU per request |\n|---|---|---|---|---|\n"
+            + "\n".join(ratios) + "\n")
 
 
 def main() -> None:
@@ -335,8 +359,8 @@ def run(args: argparse.Namespace, base: Path) -> None:
                 run_wrk(side, kind, tokens, args.warmup, args.connections, base)
         results: dict[tuple[str, str], list[dict[str, float]]] = {
             (s.name, k): [] for s in sides for k in ("submit", "poll")}
-        print(f"{'round':>5} {'call':<7} {'side':<6} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}",
-              flush=True)
+        print(f"{'round':>5} {'call':<7} {'side':<6} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+              f"{'CPU ms':>7}", flush=True)
         for n in range(args.rounds):
             order = sides if n % 2 == 0 else sides[::-1]
             for kind in ("submit", "poll"):
@@ -345,7 +369,8 @@ def run(args: argparse.Namespace, base: Path) -> None:
                         r = run_wrk(side, kind, tokens, args.seconds, args.connections, base)
                     results[(side.name, kind)].append(r)
                     print(f"{n + 1:>5} {kind:<7} {side.name:<6} {r['rps']:>8.0f} "
-                          f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f}", flush=True)
+                          f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['cpu_ms']:>7.2f}",
+                          flush=True)
         audits = sum(1 for line in (base / "tfgen.log").open(errors="replace")
                      if '"audit.submit"' in line)
         print(f"\ntfgen wrote {audits} audit.submit lines; its log: "
