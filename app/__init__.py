@@ -21,7 +21,7 @@ from app.logs import configure_logging, reset_context
 from app.services import Services
 from config.settings import SETTINGS_KEY, ConfigError, load_settings
 
-__all__ = ["celery_init_app", "create_app"]
+__all__ = ["celery_init_app", "create_app", "never_wait_on_results"]
 
 _CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -205,3 +205,17 @@ def celery_init_app(app: Flask) -> Celery:
     celery_app.flask_app = app  # signal handlers in the worker's main process need it
     app.extensions["celery"] = celery_app
     return celery_app
+
+
+def never_wait_on_results() -> None:
+    """Mark this process as one that never waits on a Celery result (a gunicorn worker).
+
+    Otherwise Celery's Redis result backend subscribes, on every ``send_task``, to the
+    task's result channel (so that a later ``.get()`` would hear it) and unsubscribes
+    when the ``AsyncResult`` is collected: two Redis commands and about a tenth of a
+    submit's time for a result the API never reads (it serves the job record). Celery
+    marks its own pool processes the same way; ``.get()`` then raises instead of waiting.
+    """
+    from celery._state import _set_task_join_will_block
+
+    _set_task_join_will_block(True)

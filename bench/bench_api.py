@@ -45,7 +45,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -149,7 +148,7 @@ class Side:
 def started(cmd: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``cmd`` in its own process group; stop the group (TERM, then KILL) on exit."""
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,  # noqa: S603
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 cwd=ROOT, start_new_session=True)
     try:
         yield proc
@@ -238,7 +237,7 @@ def run_wrk(side: Side, kind: str, tokens: list[str], seconds: float, connection
     path = base / f"{side.name}-{kind}.lua"
     path.write_text(script + _DONE)
     cpu = tree_cpu(side.proc.pid)
-    out = subprocess.run(  # noqa: S603
+    out = subprocess.run(
         [WRK, "-t", "2", "-c", str(connections), "-d", f"{max(1, round(seconds))}s",
          "--timeout", "10s", "-s", str(path), side.url],
         capture_output=True, text=True, check=True).stdout
@@ -254,12 +253,12 @@ def run_wrk(side: Side, kind: str, tokens: list[str], seconds: float, connection
 
 @contextlib.contextmanager
 def profiling(enabled: Path | None, side: Side, label: str) -> Iterator[None]:
-    """py-spy raw stacks of ``side``'s workers meanwhile: threads holding the GIL (CPU in Python)."""
+    """py-spy raw stacks of ``side``'s workers meanwhile: threads holding the GIL."""
     if enabled is None or side.name != "tfgen":
         yield
         return
     out = enabled / f"{label}.txt"
-    spy = subprocess.Popen(  # noqa: S603
+    spy = subprocess.Popen(
         [str(BIN / "py-spy"), "record", "--pid", str(side.proc.pid), "--subprocesses",
          "--format", "raw", "--rate", "200", "--gil", "--nonblocking", "-o", str(out)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -89,6 +89,13 @@ def on_starting(server: Any) -> None:
     clear_multiprocess_dir()
 
 
+def post_fork(server: Any, worker: Any) -> None:
+    """A worker serves HTTP: it never waits on a Celery result (``never_wait_on_results``)."""
+    from app import never_wait_on_results
+
+    never_wait_on_results()
+
+
 def child_exit(server: Any, worker: Any) -> None:
     """A worker that exits keeps its counters but drops its live gauges."""
     if multiprocess_dir():

@@ -129,6 +129,7 @@ export PUBLISHER=git                    # git (push branches to GIT_REMOTE) | gi
 # export GUNICORN_MAX_REQUESTS=2000
 # export GUNICORN_MAX_REQUESTS_JITTER=200
 # export GUNICORN_WORKER_TMP_DIR=/dev/shm
+# export GUNICORN_PRELOAD=1             # build the app once in the master, fork workers (0: off)
 # export FORWARDED_ALLOW_IPS=127.0.0.1  # proxies trusted for X-Forwarded-*
 
 # --- Celery worker image (dockers/celery.Dockerfile) ---------------------------------

@@ -122,6 +122,7 @@ export GUNICORN_KEEPALIVE=75
 export GUNICORN_MAX_REQUESTS=2000
 export GUNICORN_MAX_REQUESTS_JITTER=200
 export GUNICORN_WORKER_TMP_DIR=/dev/shm
+export GUNICORN_PRELOAD=1                # app built once, workers forked: a recycled worker starts at once
 export FORWARDED_ALLOW_IPS='*'          # the ingress controller sets X-Forwarded-*
 export PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus
 export WORKER_METRICS_PORT=9808

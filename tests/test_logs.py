@@ -26,8 +26,8 @@ from app.logs import (
     audit,
     bind_job,
     configure_logging,
-    make_formatter,
     get_logger,
+    make_formatter,
     remember_task_correlation,
     reset_context,
 )

@@ -13,7 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
+from app.auth import AuthSettings, mint_dev_token
+from app.demo import create_demo_database
 from config.flowerconfig import flower_options
 from tests.conftest import ROOT, free_port, stop_server
 
@@ -140,3 +143,39 @@ def test_flower_takes_basic_auth_or_oauth_from_the_environment() -> None:
     assert oauth["auth_provider"] == "flower.views.auth.GitLabLoginHandler"
     assert oauth["purge_offline_workers"] == 300
     assert json.dumps(oauth)  # plain values, as Flower's config parser expects
+
+
+def test_gunicorn_workers_enqueue_without_listening_for_the_result(tmp_path: Path) -> None:
+    # Celery's Redis result backend subscribes to a task's result channel on every
+    # send_task, for a .get() the API never makes. The job is still queued, once.
+    from tests.test_redis_restart import RedisServer
+
+    redis_server = RedisServer(tmp_path)
+    redis_server.start()
+    key_path = tmp_path / "dev-key.pem"
+    settings = AuthSettings.from_config({"APP_ENV": "test", "AUTH_MODE": "dev",
+                                         "AUTH_DEV_KEY_PATH": str(key_path)})
+    token = mint_dev_token(settings, "alice", ["aws-admins"])
+    try:
+        server = Gunicorn(tmp_path, AUTH_MODE="dev", AUTH_DEV_KEY_PATH=str(key_path),
+                          CLOUD_PERMISSIONS='{"aws-admins": ["aws"]}',
+                          DATABASE_URL=create_demo_database(f"sqlite:///{tmp_path / 'a.sqlite'}"),
+                          CELERY_BROKER_URL=redis_server.url, JOB_QUEUE="ops-test")
+        try:
+            request = urllib.request.Request(
+                f"{server.base}/api/v1/terraform/generate", method="POST",
+                data=json.dumps({"cloud_id": "aws", "resource_type": "rds",
+                                 "request_id": 42}).encode(),
+                headers={"Authorization": f"Bearer {token}",
+                         "Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                assert answer.status == 202
+        finally:
+            server.stop()
+        client = redis.Redis.from_url(redis_server.url)
+        assert client.llen("ops-test") == 1
+        stats = client.info("commandstats")
+        assert "cmdstat_subscribe" not in stats, stats
+        client.close()
+    finally:
+        redis_server.stop()

@@ -105,7 +105,8 @@ class _ExampleModel(Model):
         any other body goes to flask-restx, which answers the 400 with its errors.
         """
         checked_by = self._checked_by
-        if checked_by is None or checked_by[0] is not resolver or checked_by[1] is not format_checker:
+        if (checked_by is None or checked_by[0] is not resolver
+                or checked_by[1] is not format_checker):
             checked_by = (resolver, format_checker, self._validator(resolver, format_checker))
             self._checked_by = checked_by
         validator = checked_by[2]
@@ -116,7 +117,8 @@ class _ExampleModel(Model):
     def _validator(self, resolver: Any, format_checker: Any) -> Any:
         """The validator flask-restx would build, or None where its choice is not simple."""
         schema = self.__schema__
-        if resolver is not None and (hasattr(resolver, "resolve") or '"$ref"' in json.dumps(schema)):
+        if resolver is not None and (hasattr(resolver, "resolve")
+                                     or '"$ref"' in json.dumps(schema)):
             return None  # an old RefResolver, or references to inline: flask-restx's path
         cls = validator_for(schema)
         if resolver is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any, Protocol
 
 from app.core.model import JobRequest
@@ -83,8 +83,14 @@ class JobRecord:
         }
 
     def to_fields(self) -> dict[Any, str]:
-        """Serialise every field to a string (Redis hash, SQL row)."""
-        return {k: json.dumps(v, separators=(",", ":")) for k, v in asdict(self).items()}
+        """Serialise every field to a string (Redis hash, SQL row).
+
+        The text ``asdict`` then ``json.dumps`` would give, without ``asdict``'s deep copy
+        of every value (a quarter of a submit's record write): a dataclass met anywhere
+        inside is turned into a dict as ``asdict`` would.
+        """
+        return {name: json.dumps(getattr(self, name), separators=(",", ":"), default=_plain)
+                for name in _FIELD_ORDER}
 
     @classmethod
     def from_fields(cls, data: Mapping[Any, Any]) -> JobRecord:
@@ -99,7 +105,14 @@ class JobRecord:
         return cls(**json.loads("{" + ",".join(members) + "}"))
 
 
-_FIELD_NAMES = frozenset(f.name for f in fields(JobRecord))
+_FIELD_ORDER = tuple(f.name for f in fields(JobRecord))
+_FIELD_NAMES = frozenset(_FIELD_ORDER)
+
+
+def _plain(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def text(value: str | bytes) -> str:
