@@ -21,6 +21,7 @@ markdown table of medians over the rounds (throughput, p50, p99 and tfgen/bare r
 
     /work/venv/bin/python -m bench.bench_api [--rounds 3] [--seconds 10] [--connections 16]
         [--profile DIR]   # py-spy raw stacks of tfgen's workers during its rounds
+        [--tfgen-root DIR]  # serve tfgen from another checkout (a before/after comparison)
 
 Runs in about ``rounds x 4 x (seconds + 1) + 15`` s (3 x 10 s: ~2.5 min). Every process
 it starts is stopped at the end, also on Ctrl-C.
@@ -145,11 +146,12 @@ class Side:
 
 
 @contextlib.contextmanager
-def started(cmd: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def started(cmd: list[str], env: dict[str, str], log: Path, cwd: Path = ROOT
+            ) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``cmd`` in its own process group; stop the group (TERM, then KILL) on exit."""
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                cwd=ROOT, start_new_session=True)
+                                cwd=cwd, start_new_session=True)
     try:
         yield proc
     finally:
@@ -312,6 +314,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2, help="seconds per side and call")
     parser.add_argument("--profile", type=Path, help="folder for py-spy raw stacks of tfgen")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
+    parser.add_argument("--tfgen-root", type=Path, default=ROOT,
+                        help="serve tfgen from this checkout (e.g. an older commit's files)")
     args = parser.parse_args()
     if not Path(WRK).exists():
         raise SystemExit("wrk not found: apt-get install wrk")
@@ -340,7 +344,7 @@ def run(args: argparse.Namespace, base: Path) -> None:
                      "/api/v1/uuid/", stack.enter_context(started(
                          [str(BIN / "gunicorn"), "-c", "config/gunicorn_conf.py",
                           "-b", f"127.0.0.1:{tfgen_port}", *SERVER_ARGS, "manage:app"],
-                         env, base / "tfgen.log")))
+                         env, base / "tfgen.log", cwd=args.tfgen_root)))
         bare_env = {**os.environ, "BASELINE_REDIS_URL": f"{redis_url}/2"}
         bare = Side("bare", f"http://127.0.0.1:{bare_port}", "/submit", "/job/",
                     stack.enter_context(started(
