@@ -37,7 +37,7 @@ def test_prod_has_no_embedded_defaults_and_safe_ones() -> None:
     ("JOB_TIME_LIMIT", "soon"), ("DATABASE_POOL_PRE_PING", "maybe"), ("PUBLISHER", "svn"),
     ("DATABASE_SCHEMA", "a-b"), ("GITLAB_MR_REVIEWER_IDS", "1,x"), ("CLOUD_PERMISSIONS", "{x"),
     ("OIDC_LEEWAY", "120"), ("TERRAFORM_FMT_ENGINE", "gofmt"), ("APP_ENV", "staging"),
-    ("GUNICORN_WORKERS", "two"), ("PORT", "http"),
+    ("GUNICORN_WORKERS", "two"), ("PORT", "http"), ("CELERY_TASK_SENT_EVENT", "maybe"),
 ])
 def test_a_malformed_variable_stops_the_process_naming_it(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
@@ -63,6 +63,18 @@ def test_the_flask_mapping_is_derived_from_the_typed_settings(tmp_path: Path) ->
     assert app.config["GITLAB_MR_LABELS"] == ["a", "b"]
     assert app.extensions["tfgen"].store.settings is settings.store
     assert app.extensions["tfgen_auth"].settings is settings.auth
+
+
+@pytest.mark.parametrize(("value", "sent"), [(None, False), ("1", True), ("true", True),
+                                             ("0", False), ("", False)])
+def test_the_task_sent_event_is_the_operators_choice(tmp_path: Path, value: str | None,
+                                                     sent: bool) -> None:
+    config = {"APP_ENV": "test", "TFGEN_VAR_DIR": str(tmp_path)}
+    if value is not None:
+        config["CELERY_TASK_SENT_EVENT"] = value
+    app = create_app(config)
+    assert app.config["CELERY"]["task_send_sent_event"] is sent
+    assert app.extensions["celery"].conf.task_send_sent_event is sent
 
 
 def test_beat_schedules_the_periodic_tasks_by_their_own_names(tmp_path: Path) -> None:

@@ -134,11 +134,13 @@ def celery_options(s: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True, "task_track_started": True,
         "task_soft_time_limit": jobs.soft_time_limit, "task_time_limit": jobs.time_limit,
         "worker_prefetch_multiplier": 1, "worker_send_task_events": True,
-        # No task-sent event: it was a tenth of a submit's CPU (a second publish, on the
-        # event exchange) for Flower to list a task before a worker receives it; the job
-        # record (PENDING) and tfgen_queue_length already show queued jobs, and workers'
-        # events (received, started, succeeded...) still feed Flower (docs/benchmarks.md).
-        "task_send_sent_event": False, "broker_connection_retry_on_startup": True,
+        # The task-sent event is a tenth of a submit's CPU (a second publish, on the event
+        # exchange) for Flower to list a task before a worker receives it: off unless the
+        # operator asks (CELERY_TASK_SENT_EVENT); the job record (PENDING) and
+        # tfgen_queue_length show queued jobs, and workers' events (received, started,
+        # succeeded...) feed Flower either way (docs/operations.md, Flower).
+        "task_send_sent_event": jobs.task_sent_event,
+        "broker_connection_retry_on_startup": True,
         "broker_connection_timeout": jobs.connect_timeout,
         # Fail the enqueue fast when the broker is down: the API answers 503.
         "task_publish_retry_policy": {

@@ -142,6 +142,8 @@ class CelerySettings(Part):
     retry_backoff_max: int = env("JOB_RETRY_BACKOFF_MAX", 120)
     visibility_timeout: int | None = env("BROKER_VISIBILITY_TIMEOUT", None)
     connect_timeout: int = env("BROKER_CONNECT_TIMEOUT", 3)
+    #: Publish Celery's task-sent event with each job (Flower lists queued tasks).
+    task_sent_event: bool = env("CELERY_TASK_SENT_EVENT", False)
 
     @model_validator(mode="after")
     def _limits(self) -> CelerySettings:
