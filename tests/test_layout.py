@@ -106,3 +106,29 @@ def test_importing_tasks_builds_no_flask_app() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.splitlines() == [
         "False", "['deliver', 'generate', 'hooks', 'observe', 'periodic']"]
+
+
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 60
+
+
+def test_modules_and_functions_stay_small() -> None:
+    """No module in app/, tasks/ or config/ over 400 lines, no function over 60.
+
+    A module that grows past it holds several concerns: split it into a package whose
+    module names say what each owns (``app/core/policy/``). A function past it does
+    several steps: name them.
+    """
+    big = []
+    for path, tree in sources("app", "tasks", "config"):
+        name = path.relative_to(ROOT)
+        lines = len(path.read_text().splitlines())
+        if lines > MAX_MODULE_LINES:
+            big.append(f"{name}: {lines} lines")
+        big += [f"{name}:{node.lineno} {node.name}(): "
+                f"{node.end_lineno - node.lineno + 1} lines"
+                for node in ast.walk(tree)
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+                and node.end_lineno is not None
+                and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
+    assert big == []
