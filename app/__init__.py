@@ -162,7 +162,8 @@ def register_request_hooks(app: Flask) -> None:
 
     @app.before_request
     def take_correlation_id() -> None:
-        given = request.headers.get("X-Correlation-ID", "")
+        # The environ directly: Werkzeug's headers raise and catch a KeyError when absent.
+        given = request.environ.get("HTTP_X_CORRELATION_ID", "")
         g.correlation_id = given if _CORRELATION_ID.match(given) else uuid.uuid4().hex
         reset_context(correlation_id=g.correlation_id)
 

@@ -20,8 +20,25 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # the config is read before gunicorn changes directory
     sys.path.insert(0, str(ROOT))
 
+from gunicorn.glogging import Logger  # noqa: E402
+
+from app.logs import access_atoms  # noqa: E402
 from app.metrics import clear_multiprocess_dir, multiprocess_dir  # noqa: E402
 from config.settings import load  # noqa: E402
+
+
+class AccessLogger(Logger):  # type: ignore[misc]
+    """gunicorn's logger, giving the access line only the atoms it is made of.
+
+    gunicorn's own atoms (a formatted time, every header and environ variable) were half
+    of an access line's cost; the line (``app.logs``) has the same fields either way.
+    """
+
+    def atoms(self, resp: Any, req: Any, environ: Any, request_time: Any) -> dict[str, Any]:
+        """The atoms of ``app.logs.access_atoms``."""
+        micros = request_time.seconds * 1_000_000 + request_time.microseconds
+        return access_atoms(resp.status, getattr(resp, "sent", None), resp.headers,
+                            environ, micros)
 
 
 def cpu_limit() -> int:
@@ -64,6 +81,7 @@ _level = _settings.log.level.upper()
 # The app's own format (json in prod, console elsewhere): one format for every line.
 _format = _settings.log.format
 accesslog = "-"
+logger_class = AccessLogger
 errorlog = "-"
 loglevel = _level.lower()
 logconfig_dict: dict[str, Any] = {

@@ -247,3 +247,51 @@ def test_access_line_with_bound_context_takes_the_processors() -> None:
         reset_context()
     assert line["correlation_id"] == "bound-1"  # merged from the context, as before
     assert line["event"] == "http.access"
+
+
+class _GunicornResponse:
+    def __init__(self) -> None:
+        self.status = "404 NOT FOUND"
+        self.sent = 97
+        self.headers = [("Content-Type", "application/json"), ("Content-Length", "97"),
+                        ("X-Correlation-ID", "c-41")]
+
+
+class _GunicornRequest:
+    def __init__(self) -> None:
+        self.headers = [("HOST", "tfgen:8000"), ("AUTHORIZATION", "Bearer secret"),
+                        ("USER-AGENT", "apex/2")]
+
+
+_ENVIRON = {"REQUEST_METHOD": "GET", "RAW_URI": "/api/v1/uuid/x?y=1", "PATH_INFO": "/api/v1/uuid/x",
+            "QUERY_STRING": "y=1", "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "10.0.0.7",
+            "HTTP_USER_AGENT": "apex/2", "HTTP_AUTHORIZATION": "Bearer secret",
+            "wsgi.url_scheme": "http"}
+
+
+@pytest.mark.parametrize("with_id", [True, False])
+def test_the_lean_access_atoms_make_the_same_line_as_gunicorns(with_id: bool) -> None:
+    import datetime
+
+    from gunicorn.config import Config
+    from gunicorn.glogging import Logger, SafeAtoms
+
+    from config.gunicorn_conf import AccessLogger
+
+    resp = _GunicornResponse()
+    if not with_id:
+        resp.headers = resp.headers[:2]
+    took = datetime.timedelta(seconds=1, microseconds=2345)
+    full = Logger(Config()).atoms(resp, _GunicornRequest(), _ENVIRON, took)
+    lean = AccessLogger(Config()).atoms(resp, _GunicornRequest(), _ENVIRON, took)
+    assert {k: full[k] for k in lean} == lean  # each atom is gunicorn's own value
+    reset_context()
+    for fast in (True, False):
+        lines = [json.loads(make_formatter("json", fast_access=fast).format(logging.LogRecord(
+            "gunicorn.access", logging.INFO, __file__, 1, "%(h)s %(s)s", (SafeAtoms(atoms),),
+            None))) for atoms in (full, lean)]
+        for line in lines:
+            assert line.pop("timestamp").endswith("Z")
+        assert list(lines[0].items()) == list(lines[1].items())
+        assert lines[0]["status"] == "404" and lines[0]["duration_ms"] == 1002.345
+        assert lines[0].get("correlation_id") == ("c-41" if with_id else None)

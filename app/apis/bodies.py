@@ -95,5 +95,8 @@ def register_body_limits(app: Flask) -> None:
     def refuse_large_body() -> None:
         # Werkzeug also stops a chunked body at the limit while it is read.
         limit = current_app.config.get("MAX_CONTENT_LENGTH")
-        if limit and (request.content_length or 0) > limit:
+        # No Content-Length means no length to check (Werkzeug's content_length is None
+        # then), and most calls (polls) have none: skip the look-ups that raise inside.
+        if (limit and request.environ.get("CONTENT_LENGTH")
+                and (request.content_length or 0) > limit):
             raise RequestEntityTooLarge(f"request body larger than {limit} bytes")

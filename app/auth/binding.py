@@ -78,8 +78,10 @@ def _guard_api() -> None:
 
 def _add_challenge(response: Response) -> Response:
     """Make every 401 carry a Bearer challenge (RFC 6750 section 3)."""
+    if response.status_code != 401:
+        return response  # before the header look-up, which raises inside when absent
     challenge = response.headers.get("WWW-Authenticate", "")
-    if response.status_code == 401 and not challenge.startswith("Bearer"):
+    if not challenge.startswith("Bearer"):
         response.headers["WWW-Authenticate"] = g.get(
             _G_CHALLENGE, f'Bearer realm="{_settings().realm}"'
         )
