@@ -26,13 +26,13 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any, Protocol
 
 import redis
 import sqlalchemy as sa
-from sqlalchemy import exc as sa_exc
 
-from app.core.boundary import RedisCalls, sql_engine
+from app.core.boundary import SQL_UNAVAILABLE, RedisCalls, sql_tables, translating
 from app.errors import BadRequest, DatabaseUnavailable
 
 __all__ = [
@@ -202,6 +202,20 @@ class RedisEventLog:
 # --- SQL (embedded) ----------------------------------------------------------------------
 
 
+# The SQL event log's boundary: a database that does not answer is DatabaseUnavailable.
+_sql = translating(SQL_UNAVAILABLE, DatabaseUnavailable, "event log")
+
+
+def _define(table: str, meta: sa.MetaData) -> sa.Table:
+    return sa.Table(
+        table, meta,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("at", sa.Float, nullable=False, index=True),
+        sa.Column("document", sa.Text, nullable=False),
+        sqlite_autoincrement=True,  # never reuse the key of a trimmed event
+    )
+
+
 class SqlEventLog:
     """The event log in one SQL table with an increasing key: the embedded default."""
 
@@ -209,32 +223,19 @@ class SqlEventLog:
 
     def __init__(self, url: str, *, table: str = "tfgen_event", max_len: int = 100000,
                  max_age: int = 30 * 86400, poll_interval: float = 0.1) -> None:
-        self.engine = sql_engine(url)
+        self.engine, self.table = sql_tables(url, partial(_define, table),
+                                             raised=DatabaseUnavailable, what="event log")
         self.max_len = max_len
         self.max_age = max_age
         self.poll_interval = poll_interval
-        meta = sa.MetaData()
-        self.table = sa.Table(
-            table, meta,
-            sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-            sa.Column("at", sa.Float, nullable=False, index=True),
-            sa.Column("document", sa.Text, nullable=False),
-            sqlite_autoincrement=True,  # never reuse the key of a trimmed event
-        )
         self._appends = 0
         self._lock = threading.Lock()
-        try:
-            meta.create_all(self.engine)
-        except sa_exc.OperationalError as e:
-            raise DatabaseUnavailable(f"event log unavailable: {e}") from e
 
+    @_sql
     def append(self, event: Mapping[str, Any]) -> str:
         """INSERT in a transaction of its own; see ``insert``."""
-        try:
-            with self._lock, self.engine.begin() as conn:
-                return self.insert(conn, event)
-        except sa_exc.OperationalError as e:
-            raise DatabaseUnavailable(f"event log unavailable: {e}") from e
+        with self._lock, self.engine.begin() as conn:
+            return self.insert(conn, event)
 
     def insert(self, conn: sa.Connection, event: Mapping[str, Any]) -> str:
         """INSERT ``event`` in the caller's transaction on this log's database; its cursor.
@@ -257,17 +258,15 @@ class SqlEventLog:
                        t.c.at < _now().timestamp() - self.max_age)))
         return f"{new_id}-0"
 
+    @_sql
     def scan(self, after: str | None, count: int) -> list[dict[str, Any]]:
         """Rows with a key above ``after``, in key order."""
         t = self.table
         query = sa.select(t.c.id, t.c.document).order_by(t.c.id).limit(count)
         if after:
             query = query.where(t.c.id > int(after.split("-", 1)[0]))
-        try:
-            with self.engine.connect() as conn:
-                rows = conn.execute(query).all()
-        except sa_exc.OperationalError as e:
-            raise DatabaseUnavailable(f"event log unavailable: {e}") from e
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
         out = []
         for row_id, document in rows:
             event: dict[str, Any] = json.loads(document)

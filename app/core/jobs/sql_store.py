@@ -7,13 +7,14 @@ import json
 import threading
 import time
 from collections.abc import Collection, Mapping
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
 from app.core.backoff import full_jitter
-from app.core.boundary import SQL_UNAVAILABLE, sql_engine, translating
+from app.core.boundary import SQL_UNAVAILABLE, sql_tables, translating
 from app.core.events import SqlEventLog
 from app.core.jobs.record import ACTIVE, EventFor, JobRecord, apply_changes, parse_time
 from app.errors import JobStoreUnavailable
@@ -33,6 +34,31 @@ _sql = translating(SQL_UNAVAILABLE, JobStoreUnavailable, "job store")
 SQL_TRANSITION_ATTEMPTS = 100
 
 
+def _define(table: str, meta: sa.MetaData) -> tuple[sa.Table, sa.Table, sa.Table]:
+    """The records, their idempotency keys, and the jobs whose last event is written
+    and whose follow-up is not yet done."""
+    return (
+        sa.Table(
+            table, meta,
+            sa.Column("uuid", sa.String(36), primary_key=True),
+            sa.Column("owner", sa.String(128), nullable=False, index=True),
+            sa.Column("status", sa.String(16), nullable=False),
+            sa.Column("submitted_at", sa.String(32), nullable=False, index=True),
+            sa.Column("document", sa.Text, nullable=False),
+        ),
+        sa.Table(
+            f"{table}_idempotency", meta,
+            sa.Column("key", sa.String(64), primary_key=True),
+            sa.Column("uuid", sa.String(36), nullable=False),
+        ),
+        sa.Table(
+            f"{table}_followup", meta,
+            sa.Column("uuid", sa.String(36), primary_key=True),
+            sa.Column("at", sa.Float, nullable=False, index=True),
+        ),
+    )
+
+
 class SqlJobStore:
     """Job records in one SQL table: the embedded default (SQLite), no server needed.
 
@@ -47,33 +73,13 @@ class SqlJobStore:
     def __init__(self, url: str, *, ttl: int = 604800, table: str = "tfgen_job",
                  events: SqlEventLog | None = None) -> None:
         self.ttl = ttl
-        self.engine = sql_engine(url)
-        if events is not None and events.engine.url != self.engine.url:
+        if events is not None and events.engine.url != sa.make_url(url):
             raise ValueError("the event log must live in the job store's database: a "
                              "status change and its event are one transaction")
         self.events = events
-        meta = sa.MetaData()
-        self.table = sa.Table(
-            table, meta,
-            sa.Column("uuid", sa.String(36), primary_key=True),
-            sa.Column("owner", sa.String(128), nullable=False, index=True),
-            sa.Column("status", sa.String(16), nullable=False),
-            sa.Column("submitted_at", sa.String(32), nullable=False, index=True),
-            sa.Column("document", sa.Text, nullable=False),
-        )
-        self.idempotency = sa.Table(
-            f"{table}_idempotency", meta,
-            sa.Column("key", sa.String(64), primary_key=True),
-            sa.Column("uuid", sa.String(36), nullable=False),
-        )
-        # Jobs whose last event is written and whose follow-up is not yet done.
-        self.followup = sa.Table(
-            f"{table}_followup", meta,
-            sa.Column("uuid", sa.String(36), primary_key=True),
-            sa.Column("at", sa.Float, nullable=False, index=True),
-        )
+        self.engine, (self.table, self.idempotency, self.followup) = sql_tables(
+            url, partial(_define, table), raised=JobStoreUnavailable, what="job store")
         self._lock = threading.Lock()
-        _sql(meta.create_all)(self.engine)
 
     def _row(self, record: JobRecord) -> dict[str, Any]:
         return {"uuid": record.uuid, "owner": record.owner, "status": record.status,
