@@ -11,6 +11,7 @@ emptied when the server starts.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from pathlib import Path
@@ -105,6 +106,22 @@ logconfig_dict: dict[str, Any] = {
 def on_starting(server: Any) -> None:
     """Metrics of an earlier run in this folder would count twice: empty it."""
     clear_multiprocess_dir()
+
+
+def pre_fork(server: Any, worker: Any) -> None:
+    """Freeze the preloaded app's objects out of the garbage collector's reach.
+
+    A full collection walks every tracked object: with the app's ~125,000 it paused all
+    of a worker's threads for ~80 ms, on average ~25 us of every submit (and its p99).
+    Frozen objects are never walked, nor written to by a collection in the worker, so
+    their pages also stay shared with the master (the gc module's advice for fork).
+    """
+    gc.freeze()
+
+
+def post_worker_init(worker: Any) -> None:
+    """Freeze the app a worker loaded itself (``GUNICORN_PRELOAD=0``); see ``pre_fork``."""
+    gc.freeze()
 
 
 def post_fork(server: Any, worker: Any) -> None:

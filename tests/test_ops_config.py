@@ -179,3 +179,18 @@ def test_gunicorn_workers_enqueue_without_listening_for_the_result(tmp_path: Pat
         client.close()
     finally:
         redis_server.stop()
+
+
+def test_gunicorn_freezes_the_loaded_app_out_of_the_garbage_collector() -> None:
+    import gc
+
+    import config.gunicorn_conf as conf
+
+    try:
+        for hook in (lambda: conf.pre_fork(None, None), lambda: conf.post_worker_init(None)):
+            gc.unfreeze()
+            hook()
+            # Everything alive when the hook ran is frozen: a collection does not walk it.
+            assert gc.get_freeze_count() > 1000
+    finally:
+        gc.unfreeze()
