@@ -299,22 +299,20 @@ def _work(self: Task, svc: Services, jobs: PatientJobs, started: JobRecord) -> J
     timer = StageTimer()
 
     def on_stage(stage: str) -> None:
+        """Record the stage; a cancel asked for meanwhile ends the job here (the record
+        the transition wrote tells, so no read of its own)."""
         timer.enter(stage)
         log.info("job.stage", stage=stage, attempt=attempt)
-        jobs.transition(job_uuid, RUNNING, {
+        entered = jobs.transition(job_uuid, RUNNING, {
             "status": "PROGRESS", "stage": stage,
             "stages": [{"stage": stage, "at": utcnow(), "attempt": attempt}],
-        })
-
-    def check_canceled() -> None:
-        current = jobs.get(job_uuid)
-        if current is not None and current.cancel_requested:
+        }) or jobs.get(job_uuid)  # no longer running: ended elsewhere, or gone
+        if entered is not None and entered.cancel_requested:
             raise Canceled("canceled by the user")
 
     try:
         result = svc.pipeline.run(job_uuid, started.job_request, started.owner,
-                                  on_stage=on_stage, check_canceled=check_canceled,
-                                  earlier_attempt=published_before(started))
+                                  on_stage=on_stage, earlier_attempt=published_before(started))
     except JobStoreAway:
         raise
     except Exception as e:  # SoftTimeLimitExceeded itself lands here too

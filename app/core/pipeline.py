@@ -1,8 +1,8 @@
 """One job's work: fetch -> render -> validate -> policy -> publish. No Flask, no Celery.
 
-The Celery task calls ``Pipeline.run`` with two callbacks: ``on_stage`` to record the
-stage it enters, and ``check_canceled`` (raises ``Canceled``) called between stages,
-which is where a cancel takes effect.
+The Celery task calls ``Pipeline.run`` with one callback, ``on_stage``, to record the
+stage it enters; it raises ``Canceled`` when a cancel was requested, so a cancel takes
+effect between stages, before the next stage's work.
 """
 
 from __future__ import annotations
@@ -73,14 +73,13 @@ class StageClock:
     """Where a job's time goes: seconds of work per stage, and in the task's callbacks.
 
     ``stage(name)`` calls ``on_stage(name)`` (its time is bookkeeping) and then times
-    the body as the stage's work; ``check_canceled()`` is timed as bookkeeping too.
+    the body as the stage's work.
     ``str(clock)`` is the ``job.timings`` log line's payload: ``fetch=0.0123 ...``.
     """
 
-    def __init__(self, on_stage: Callable[[str], None], check_canceled: Callable[[], None],
+    def __init__(self, on_stage: Callable[[str], None],
                  clock: Callable[[], float] = time.perf_counter) -> None:
         self._on_stage = on_stage
-        self._check_canceled = check_canceled
         self._clock = clock
         self.work: dict[str, float] = {}
         self.bookkeeping = 0.0
@@ -89,21 +88,15 @@ class StageClock:
     def stage(self, name: str) -> Iterator[None]:
         """Record the stage ``name`` (bookkeeping), then time the body as its work."""
         began = self._clock()
-        self._on_stage(name)
-        entered = self._clock()
-        self.bookkeeping += entered - began
+        try:
+            self._on_stage(name)
+        finally:
+            entered = self._clock()
+            self.bookkeeping += entered - began
         try:
             yield
         finally:
             self.work[name] = self.work.get(name, 0.0) + self._clock() - entered
-
-    def check_canceled(self) -> None:
-        """The task's cancel check, timed as bookkeeping."""
-        began = self._clock()
-        try:
-            self._check_canceled()
-        finally:
-            self.bookkeeping += self._clock() - began
 
     def __str__(self) -> str:
         parts = [f"{name}={seconds:.4f}" for name, seconds in self.work.items()]
@@ -151,7 +144,6 @@ class Pipeline:
         owner: str,
         *,
         on_stage: Callable[[str], None],
-        check_canceled: Callable[[], None],
         earlier_attempt: bool = True,
     ) -> Mapping[str, Any]:
         """Run one job and return its result object.
@@ -162,8 +154,8 @@ class Pipeline:
             job_uuid: The job's UUID (commit trailer, idempotency).
             request: What to generate.
             owner: The user the job acts for (their GitLab token is used).
-            on_stage: Called with each stage name as it starts.
-            check_canceled: Raises ``Canceled`` when a cancel was requested.
+            on_stage: Called with each stage name as it starts; raises ``Canceled``
+                when a cancel was requested (the job stops there, before the stage's work).
             earlier_attempt: An earlier attempt of this job may have published (it
                 entered ``publish`` and then died or was retried); see ``Change``.
 
@@ -175,7 +167,7 @@ class Pipeline:
         Raises:
             TfgenError: A job failure with its code (see ``app.errors``).
         """
-        clock = StageClock(on_stage, check_canceled)
+        clock = StageClock(on_stage)
         try:
             job = self._check(request, owner, clock)
             if request.dry_run:  # a dry run shows what would be denied instead of failing
@@ -183,7 +175,6 @@ class Pipeline:
                         "files": [f.summary(with_content=True) for f in job.files],
                         **job.summary()}
             job.raise_if_denied()
-            clock.check_canceled()
             with clock.stage("publish"):
                 change = self._change(job_uuid, request, owner, job, earlier_attempt)
                 published = self.publisher.publish(change)
@@ -192,27 +183,26 @@ class Pipeline:
             log.info("job.timings %s", clock)
 
     def _check(self, request: JobRequest, owner: str, clock: StageClock) -> _Checked:
-        """fetch, render, validate and policy, with a cancel check after each but the last."""
+        """fetch, render, validate and policy (a cancel is seen as each stage is entered)."""
         with clock.stage("fetch"):
             resource, template = self.store.load(request)
-        clock.check_canceled()
         with clock.stage("render"):
             content = self.renderer.render(template, resource)
             path = file_path(request.cloud_id, request.resource_type, resource.name)
             files: tuple[RenderedFile, ...] = (RenderedFile(path, content),)
-        clock.check_canceled()
         scans: list[Any] = []
+        handed = False  # the policy stage owns the scans once its work begins
         try:
             with clock.stage("validate"):
                 scans = self.policy.start_scans(files)  # checkov runs while we validate
                 files, report = self.validator.validate(files)
-            clock.check_canceled()
+            with clock.stage("policy"):
+                handed = True
+                policy = self.policy.check(resource, files, template, owner, scans)
         except BaseException:
-            for scan in scans:
+            for scan in scans if not handed else ():
                 scan.cancel()
             raise
-        with clock.stage("policy"):
-            policy = self.policy.check(resource, files, template, owner, scans)
         return _Checked(resource, template, files, report, policy)
 
     def _change(self, job_uuid: str, request: JobRequest, owner: str, job: _Checked,

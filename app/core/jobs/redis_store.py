@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import time
 from collections.abc import Collection, Mapping
 from functools import cached_property
 from typing import Any
 
 import redis
-from redis.client import Pipeline
 
 from app.core.boundary import RedisCalls
 from app.core.events import RedisEventLog, entry_cursor
-from app.core.jobs.record import EventFor, JobRecord, apply_changes, parse_time, text
+from app.core.jobs.record import (
+    _FIELD_ORDER,
+    EventFor,
+    JobRecord,
+    apply_changes,
+    parse_time,
+    text,
+)
 from app.errors import JobStoreUnavailable
 
 __all__ = ["RedisJobStore"]
@@ -36,23 +43,57 @@ redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return ARGV[1]
 """
 
-# A status change and its event, in one step (run inside the transition's MULTI/EXEC, so
-# the WATCH on the job key still decides races). The XADD comes first: if it fails (a
-# wrong-typed or unwritable stream), the script stops before the record is touched. The
-# job is marked in the follow-up index until what comes after the event is done.
+# One compare-and-set, one round trip: the record is written only if it is still the one
+# the caller computed from (the SHA-1 of its fields in ``_FIELD_ORDER``, joined by
+# newlines; JSON texts never hold a raw newline, an absent field is empty); else the
+# record as it stands is returned and the caller computes again. A status change's event
+# is XADDed first: if that fails (a wrong-typed or unwritable stream) the script stops
+# before the record is touched. The job is then marked in the follow-up index until what
+# comes after the event is done.
 # KEYS: job key, unfinished index, event stream, follow-up index.
-# ARGV: ttl, final (1/0), uuid, event document, MAXLEN ~ cap, MINID, now, record fields.
-_TRANSITION_WITH_EVENT = """
-local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'e', ARGV[4])
-redis.call('XTRIM', KEYS[3], 'MINID', ARGV[6])
-redis.call('HSET', KEYS[1], unpack(ARGV, 8))
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-if ARGV[2] == '1' then
-  redis.call('ZREM', KEYS[2], ARGV[3])
+# ARGV: digest, ttl, final (1/0), uuid, event document ('' for none), MAXLEN ~ cap, MINID,
+# now, record fields.
+_COMPARE_AND_SET = """
+local cur = redis.call('HMGET', KEYS[1], FIELDS)
+for i = 1, #cur do
+  if not cur[i] then cur[i] = '' end
 end
-redis.call('ZADD', KEYS[4], ARGV[7], ARGV[3])
-return id
-"""
+if redis.sha1hex(table.concat(cur, '\\n')) ~= ARGV[1] then
+  return {0, redis.call('HGETALL', KEYS[1])}
+end
+local id = ''
+if ARGV[5] ~= '' then
+  id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'e', ARGV[5])
+  redis.call('XTRIM', KEYS[3], 'MINID', ARGV[7])
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 9))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+if ARGV[3] == '1' then
+  redis.call('ZREM', KEYS[2], ARGV[4])
+end
+if ARGV[5] ~= '' then
+  redis.call('ZADD', KEYS[4], ARGV[8], ARGV[4])
+end
+return {1, id}
+""".replace("FIELDS", ", ".join(f"'{name}'" for name in _FIELD_ORDER))
+
+#: Transition attempts before a record that keeps changing is reported as an outage.
+TRANSITION_ATTEMPTS = 1000
+#: Records a store remembers as it last read or wrote them (a transition's first guess).
+SEEN_RECORDS = 256
+
+
+def _digest(fields: Mapping[Any, Any]) -> str:
+    """The SHA-1 ``_COMPARE_AND_SET`` computes of a record's fields."""
+    parts = []
+    for name in _FIELD_ORDER:
+        value = fields.get(name, fields.get(name.encode(), b""))
+        parts.append(value.encode() if isinstance(value, str) else value)
+    return hashlib.sha1(b"\n".join(parts), usedforsecurity=False).hexdigest()
+
+
+def _pairs(flat: list[Any]) -> dict[Any, Any]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 class RedisJobStore:
@@ -70,12 +111,13 @@ class RedisJobStore:
                  events: RedisEventLog | None = None) -> None:
         if events is not None and not events.same_server(client):
             raise ValueError("the event log must live in the job store's Redis: a status "
-                             "change and its event are one MULTI/EXEC")
+                             "change and its event are one script")
         self.client = client
         self.prefix = prefix
         self.ttl = ttl
         self.events = events
         self._call = RedisCalls(client, "job store", JobStoreUnavailable)
+        self._seen: dict[str, Mapping[Any, Any]] = {}
 
     def _key(self, uuid: str) -> str:
         return f"{self.prefix}:job:{uuid}"
@@ -126,13 +168,18 @@ class RedisJobStore:
         return f"{self.prefix}:idem:{key}"
 
     def get(self, uuid: str) -> JobRecord | None:
-        """Return the record, or None."""
+        """Return the record, or None (and remember it for a transition's first guess)."""
         data = self._call(self.client.hgetall, self._key(uuid))
-        return JobRecord.from_fields(data) if data else None
+        if not data:
+            self._forget(uuid)
+            return None
+        self._remember(uuid, data)
+        return JobRecord.from_fields(data)
 
     def delete(self, uuid: str) -> None:
         """Remove the record and its index entries."""
         record = self.get(uuid)
+        self._forget(uuid)
         pipe = self.client.pipeline(transaction=True)
         pipe.delete(self._key(uuid))
         pipe.zrem(self._index(None), uuid)
@@ -145,55 +192,75 @@ class RedisJobStore:
         self, uuid: str, allowed: Collection[str], changes: Mapping[str, Any],
         event: EventFor | None = None,
     ) -> JobRecord | None:
-        """Apply ``changes`` when the status is allowed: WATCH, check, MULTI, again on a race.
+        """Apply ``changes`` when the status is allowed: one compare-and-set script.
 
-        With ``event`` (and an event log bound), the event is XADDed inside the same
-        MULTI/EXEC, by a script that writes it before the record: both or neither.
+        The new record is computed from the record as this store last read or wrote it
+        (one round trip when it is still current: a worker's stage transitions), else
+        from a fresh read; the script writes it only if the record is unchanged, and
+        otherwise answers the record as it stands, to compute again from. With ``event``
+        (and an event log bound), the event is XADDed by the same script before the
+        record: both or neither.
 
         Returns:
-            The record as written, or None when there is none or its status is not in
-            ``allowed`` (a lost race is run again, never answered None).
+            The record as written (``cancel_requested`` as it stood when written), or
+            None when there is none or its status is not in ``allowed`` (decided on a
+            fresh read; a lost race is run again, never answered None).
 
         Raises:
             JobStoreUnavailable: Redis did not answer, or refused the write (the record
-                and the event log are then as they were).
+                and the event log are then as they were), or the record kept changing.
         """
-        key = self._key(uuid)
-        written: dict[str, Any] = {}
-
-        def attempt(pipe: Pipeline) -> None:
-            written.clear()
-            data = pipe.hgetall(key)
+        data, fresh = self._seen.get(uuid), False
+        for _ in range(TRANSITION_ATTEMPTS):
+            if data is None:
+                data, fresh = self._call(self.client.hgetall, self._key(uuid)), True
             record = JobRecord.from_fields(data) if data else None
             if record is None or record.status not in allowed:
-                pipe.reset()  # type: ignore[no-untyped-call]
-                return
+                if fresh:
+                    self._forget(uuid)
+                    return None
+                data = None
+                continue
             record = apply_changes(record, changes)
             doc = event(record) if event is not None and self.events is not None else None
-            written.update(record=record, event=doc)
-            pipe.multi()
-            if doc is not None:
-                assert self.events is not None
-                self._queue_with_event(pipe, record, doc, self.events)
-                return
-            pipe.hset(key, mapping=record.to_fields())
-            pipe.expire(key, self.ttl)
-            if record.final:
-                pipe.zrem(self._active(), uuid)
+            fields = record.to_fields()
+            done, reply = self._call(self._cas_script, self._cas_keys(uuid),
+                                     [_digest(data), *self._cas_args(record, doc), *(
+                                         part for item in fields.items() for part in item)])
+            if done:
+                self._remember(uuid, fields)
+                if doc is not None:
+                    doc["id"] = entry_cursor(reply)
+                return record
+            data, fresh = _pairs(reply), True
+        raise JobStoreUnavailable(f"job store: job {uuid} kept changing during a transition")
 
-        results = self._call(self.client.transaction, attempt, key, value_from_callable=False)
-        if written.get("event") is not None:
-            written["event"]["id"] = entry_cursor(results[0])
-        record: JobRecord | None = written.get("record")
-        return record
+    def _cas_keys(self, uuid: str) -> list[str]:
+        stream = self.events.key if self.events is not None else f"{self.prefix}:events"
+        return [self._key(uuid), self._active(), stream, self._followups()]
 
-    def _queue_with_event(self, pipe: Pipeline, record: JobRecord, event: dict[str, Any],
-                          events: RedisEventLog) -> None:
-        document, max_len, min_id = events.entry(event)
-        flat = [part for item in record.to_fields().items() for part in item]
-        pipe.eval(_TRANSITION_WITH_EVENT, 4, self._key(record.uuid), self._active(),
-                  events.key, self._followups(), self.ttl, 1 if record.final else 0,
-                  record.uuid, document, max_len, min_id, time.time(), *flat)
+    def _cas_args(self, record: JobRecord, event: dict[str, Any] | None) -> list[Any]:
+        """ttl, final, uuid, event document, MAXLEN, MINID, now."""
+        head = [self.ttl, 1 if record.final else 0, record.uuid]
+        if event is None or self.events is None:
+            return [*head, "", 0, 0, 0]
+        document, max_len, min_id = self.events.entry(event)
+        return [*head, document, max_len, min_id, time.time()]
+
+    @cached_property
+    def _cas_script(self) -> Any:
+        return self.client.register_script(_COMPARE_AND_SET)
+
+    def _remember(self, uuid: str, fields: Mapping[Any, Any]) -> None:
+        """Keep a record's fields as last read or written (a hint: the script checks it)."""
+        seen = self._seen
+        seen.pop(uuid, None)
+        seen[uuid] = fields
+        while len(seen) > SEEN_RECORDS:
+            seen.pop(next(iter(seen)), None)
+
+    def _forget(self, uuid: str) -> None:
+        self._seen.pop(uuid, None)
 
     def _followups(self) -> str:
         return f"{self.prefix}:jobs-followup"
