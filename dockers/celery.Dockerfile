@@ -11,13 +11,15 @@ RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-compile -r requirements.txt
 
 FROM ${PYTHON_IMAGE}
+# WORKER_CONCURRENCY: prefork processes, 4 per CPU core given to the container
+# (README "Sizing workers", kube/configmap.yaml).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     APP_ENV=prod \
     LOG_FORMAT=json \
     WORKER_METRICS_PORT=9808 \
-    WORKER_CONCURRENCY=2 \
+    WORKER_CONCURRENCY=4 \
     PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus \
     TFGEN_VAR_DIR=/tmp/tfgen
 # git follows the base image's Debian release (bookworm); its security updates come

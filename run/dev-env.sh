@@ -135,7 +135,7 @@ export PUBLISHER=git                    # git (push branches to GIT_REMOTE) | gi
 # export FORWARDED_ALLOW_IPS=127.0.0.1  # proxies trusted for X-Forwarded-*
 
 # --- Celery worker image (dockers/celery.Dockerfile) ---------------------------------
-# export WORKER_CONCURRENCY=2           # pool processes per worker
+# export WORKER_CONCURRENCY=4           # prefork processes per worker: 4 per core (README "Sizing workers")
 
 # --- Flower (config/flowerconfig.py) -------------------------------------------------
 # export FLOWER_PORT=5555
