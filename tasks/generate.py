@@ -220,8 +220,11 @@ class JobMessage(TracedRequest):
                 log.warning("job.worker_died_not_recorded", error=str(e))
 
 
+# No STARTED state stored in the result backend (a SET and a PUBLISH a job): the job
+# record says STARTED, and Flower learns it from the task-started event, sent anyway.
+# The final state is still stored (Celery's view agrees with the record).
 @shared_task(bind=True, name="tfgen.generate", acks_late=True, reject_on_worker_lost=True,
-             Request=JobMessage, throws=(JobFailed,))
+             track_started=False, Request=JobMessage, throws=(JobFailed,))
 def generate(self: Task, job_uuid: str) -> str:
     """Run job ``job_uuid`` through fetch, render, validate and publish."""
     svc: Services = current_app.extensions["tfgen"]
