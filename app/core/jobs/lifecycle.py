@@ -121,5 +121,5 @@ class JobLifecycle:
             except Exception:
                 log.warning("job.revoke_broadcast_failed: job %s", uuid)
             return ended
-        # Running: the worker checks the flag between stages and ends it there.
+        # Running: the worker's next stage transition reads the flag and ends it there.
         return self.store.transition(uuid, RUNNING, {"cancel_requested": True})
