@@ -323,20 +323,21 @@ class OwnRedis:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port)
-        for _ in range(100):
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                time.sleep(0.05)
+        with redis.Redis(port=self.port) as client:  # closed: no socket left for gc
+            for _ in range(100):
+                try:
+                    client.ping()
+                    return
+                except redis.ConnectionError:
+                    time.sleep(0.05)
         raise RuntimeError("redis-server did not start")
 
     def restart(self) -> None:
         """SHUTDOWN NOSAVE (no RDB), then start again: only the AOF brings data back."""
         assert self.proc is not None
-        with contextlib.suppress(redis.ConnectionError):  # it closes as it goes
-            redis.Redis(port=self.port).shutdown(nosave=True)
+        with redis.Redis(port=self.port) as client, \
+                contextlib.suppress(redis.ConnectionError):  # it closes as it goes
+            client.shutdown(nosave=True)
         self.proc.wait(10)
         self.start()
 
