@@ -11,6 +11,7 @@ from functools import cached_property
 from typing import Any
 
 import redis
+import sqlalchemy as sa
 
 from app.core.backoff import retry_countdown
 from app.core.checkov import Checkov
@@ -44,6 +45,21 @@ class Services:
         self.config = config
         # Set by the app factory: asks for a webhook fan-out after an event is appended.
         self.on_event: Callable[[str], None] | None = None
+
+    def close(self) -> None:
+        """Release the connections of the stores built so far, for an app dropped before
+        its process ends (tests, one-off commands); a store used afterwards reconnects."""
+        built = vars(self)
+        if "store" in built:
+            self.store.dispose()
+        for name in ("jobs", "events", "requests", "waivers", "webhooks"):
+            part = built.get(name)
+            part = getattr(part, "inner", part)  # the HookedJobStore's wrapped store
+            client, engine = getattr(part, "client", None), getattr(part, "engine", None)
+            if isinstance(client, redis.Redis):
+                client.close()
+            if isinstance(engine, sa.Engine):
+                engine.dispose()
 
     @cached_property
     def store(self) -> ApexStore:

@@ -245,7 +245,7 @@ class Stack:
         """Stop the worker and release connections."""
         if self.worker:
             self.worker.stop()
-        self.app.extensions["tfgen"].store.dispose()
+        self.app.extensions["tfgen"].close()
 
 
 def require_postgresql() -> None:
