@@ -23,8 +23,6 @@ import json
 import logging
 import re
 import sys
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping, MutableMapping
 from typing import IO, Any
 
@@ -32,6 +30,8 @@ import structlog
 import structlog.tracebacks
 from structlog.contextvars import bind_contextvars, clear_contextvars, merge_contextvars
 from structlog.typing import EventDict, Processor, WrappedLogger
+
+from app.core.lru import BoundedLRU
 
 __all__ = [
     "JOB_FIELDS",
@@ -55,9 +55,7 @@ _HANDLER_MARK = "_tfgen_handler"
 
 # Celery's worker main process logs "Task ...[uuid] received" before any signal runs in a
 # task context; a custom Request class records the message's correlation id here first.
-_TASK_CORRELATION: OrderedDict[str, str] = OrderedDict()
-_TASK_CORRELATION_MAX = 10_000
-_TASK_CORRELATION_LOCK = threading.Lock()
+_TASK_CORRELATION: BoundedLRU[str, str] = BoundedLRU(10_000)
 
 
 def get_logger(name: str) -> Any:
@@ -111,11 +109,7 @@ def remember_task_correlation(task_id: str, correlation_id: str | None) -> None:
     """Note a queued task's correlation id, for lines Celery logs outside the task."""
     if not correlation_id:
         return
-    with _TASK_CORRELATION_LOCK:
-        _TASK_CORRELATION[task_id] = correlation_id
-        _TASK_CORRELATION.move_to_end(task_id)
-        while len(_TASK_CORRELATION) > _TASK_CORRELATION_MAX:
-            _TASK_CORRELATION.popitem(last=False)
+    _TASK_CORRELATION.put(task_id, correlation_id)
 
 
 def _task_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +12,7 @@ import jwt
 from app.auth.keys import KeySource
 from app.auth.principal import Principal, is_plausible_username
 from app.auth.settings import AuthSettings, normalize_group
+from app.core.lru import BoundedLRU
 from app.errors import Unauthorized
 
 __all__ = ["ALLOWED_ALGORITHMS", "TOKEN_CACHE_SIZE", "AuthState", "TokenVerifier"]
@@ -54,10 +53,8 @@ class TokenVerifier:
                  clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.keys = keys
-        self._cache_size = cache_size
         self._clock = clock
-        self._verified: OrderedDict[str, _Verified] = OrderedDict()
-        self._lock = threading.Lock()
+        self._verified: BoundedLRU[str, _Verified] = BoundedLRU(cache_size)
 
     def verify(self, token: str) -> Principal:
         """Verify ``token`` and return the caller it names.
@@ -70,10 +67,7 @@ class TokenVerifier:
         """
         if len(token) > MAX_TOKEN_LENGTH:
             raise Unauthorized("token too long")
-        with self._lock:
-            seen = self._verified.get(token)
-            if seen is not None:
-                self._verified.move_to_end(token)
+        seen = self._verified.get(token)
         if seen is not None:
             try:
                 if self._still_valid(seen):
@@ -105,17 +99,10 @@ class TokenVerifier:
             raise Unauthorized("token not yet valid")
 
     def _forget(self, token: str) -> None:
-        with self._lock:
-            self._verified.pop(token, None)
+        self._verified.pop(token)
 
     def _remember(self, token: str, seen: _Verified) -> None:
-        if self._cache_size <= 0:
-            return
-        with self._lock:
-            self._verified[token] = seen
-            self._verified.move_to_end(token)
-            while len(self._verified) > self._cache_size:
-                self._verified.popitem(last=False)
+        self._verified.put(token, seen)
 
     def _verify_in_full(self, token: str) -> Principal:
         try:

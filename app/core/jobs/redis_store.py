@@ -21,6 +21,7 @@ from app.core.jobs.record import (
     parse_time,
     text,
 )
+from app.core.lru import BoundedLRU
 from app.errors import JobStoreUnavailable
 
 __all__ = ["RedisJobStore"]
@@ -117,7 +118,7 @@ class RedisJobStore:
         self.ttl = ttl
         self.events = events
         self._call = RedisCalls(client, "job store", JobStoreUnavailable)
-        self._seen: dict[str, Mapping[Any, Any]] = {}
+        self._seen: BoundedLRU[str, Mapping[Any, Any]] = BoundedLRU(SEEN_RECORDS)
 
     def _key(self, uuid: str) -> str:
         return f"{self.prefix}:job:{uuid}"
@@ -253,14 +254,10 @@ class RedisJobStore:
 
     def _remember(self, uuid: str, fields: Mapping[Any, Any]) -> None:
         """Keep a record's fields as last read or written (a hint: the script checks it)."""
-        seen = self._seen
-        seen.pop(uuid, None)
-        seen[uuid] = fields
-        while len(seen) > SEEN_RECORDS:
-            seen.pop(next(iter(seen)), None)
+        self._seen.put(uuid, fields)
 
     def _forget(self, uuid: str) -> None:
-        self._seen.pop(uuid, None)
+        self._seen.pop(uuid)
 
     def _followups(self) -> str:
         return f"{self.prefix}:jobs-followup"

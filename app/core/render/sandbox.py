@@ -24,8 +24,6 @@ template and the line.
 from __future__ import annotations
 
 import re
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -36,6 +34,7 @@ from jinja2 import nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from app.core.lru import BoundedLRU
 from app.core.model import ResourceRequest, Template
 from app.core.render import hcl_writer as hcl_
 from app.core.render.escaping import EMIT_FILTER, Placement, annotate
@@ -164,8 +163,8 @@ class Renderer:
         """
         self.environment = HclEnvironment()
         self.cache_size = cache_size
-        self._cache: OrderedDict[tuple[str, str, str, str], CompiledTemplate] = OrderedDict()
-        self._lock = threading.Lock()
+        self._cache: BoundedLRU[tuple[str, str, str, str], CompiledTemplate] = (
+            BoundedLRU(cache_size))
 
     @staticmethod
     def _filename(template: Template) -> str:
@@ -179,17 +178,11 @@ class Renderer:
         """
         key = (template.cloud_id, template.resource_type, template.module_version,
                template.sha256)
-        with self._lock:
-            found = self._cache.get(key)
-            if found is not None:
-                self._cache.move_to_end(key)
-                return found
+        found = self._cache.get(key)
+        if found is not None:
+            return found
         compiled = self._compile(template)
-        if self.cache_size > 0:
-            with self._lock:
-                self._cache[key] = compiled
-                while len(self._cache) > self.cache_size:
-                    self._cache.popitem(last=False)
+        self._cache.put(key, compiled)
         return compiled
 
     def _compile(self, template: Template) -> CompiledTemplate:
