@@ -10,7 +10,7 @@ Starts, in a temporary folder:
   SQLite APEX schema with the demo catalog;
 - ``bench/baseline_app.py`` (a route that writes a Redis key and calls ``send_task``; a
   route that reads the key back) under gunicorn with the same server settings: 2 workers
-  x 4 threads, gthread, the same keep-alive, timeouts and max-requests.
+  x 4 threads, gthread, the same keep-alive, timeouts and max-requests (``server_args``).
 
 Then drives both with ``wrk`` (Debian: ``apt-get install wrk``), 16 connections, in
 alternated rounds: each round runs submit on both sides (the first side alternates),
@@ -52,6 +52,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from app.demo import create_demo_database  # noqa: E402
+from config.settings import load  # noqa: E402
 from tests.stubs.idp import IdentityProvider  # noqa: E402
 
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
@@ -60,11 +61,19 @@ BODY = json.dumps({"cloud_id": "aws", "resource_type": "rds", "request_id": 42,
                    "dry_run": False})
 TOKENS = 8
 POLLED_JOBS = 16
-# The server settings of config/gunicorn_conf.py, given to both sides.
-SERVER_ARGS = ["-k", "gthread", "--workers", "2", "--threads", "4", "--timeout", "30",
-               "--graceful-timeout", "25", "--keep-alive", "75", "--max-requests", "2000",
-               "--max-requests-jitter", "200", "--worker-tmp-dir", "/dev/shm",
-               "--no-control-socket"]
+
+
+def server_args(env: dict[str, str]) -> list[str]:
+    """The server settings config/gunicorn_conf.py takes from ``env``, as gunicorn flags.
+
+    Given to both sides (tfgen gets them on top of its config file, which sets the same).
+    """
+    server = load(env).server
+    return ["-k", "gthread", "--workers", str(server.workers), "--threads", str(server.threads),
+            "--timeout", str(server.timeout), "--graceful-timeout", str(server.graceful_timeout),
+            "--keep-alive", str(server.keepalive), "--max-requests", str(server.max_requests),
+            "--max-requests-jitter", str(server.max_requests_jitter),
+            "--worker-tmp-dir", server.worker_tmp_dir, "--no-control-socket"]
 
 # wrk scripts. ``done`` prints one JSON line the bench parses.
 _DONE = r"""
@@ -228,6 +237,19 @@ def tree_cpu(pid: int) -> float:
     return total / tick
 
 
+def workers_rss(pid: int) -> dict[int, float]:
+    """Resident memory (MB) of each live child of ``pid`` (gunicorn's workers)."""
+    sizes = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                status = dict(line.split(":", 1) for line in (entry / "status").read_text()
+                              .splitlines() if ":" in line)
+                if int(status["PPid"]) == pid:
+                    sizes[int(entry.name)] = int(status["VmRSS"].split()[0]) / 1024
+    return sizes
+
+
 def run_wrk(side: Side, kind: str, tokens: list[str], seconds: float, connections: int,
             base: Path) -> dict[str, float]:
     """One wrk run of ``kind`` (submit or poll) against ``side``; its figures."""
@@ -249,8 +271,9 @@ def run_wrk(side: Side, kind: str, tokens: list[str], seconds: float, connection
     if r["errors"] or r["status_errors"]:
         raise SystemExit(f"{side.name} {kind}: {r['errors']} socket errors, "
                          f"{r['status_errors']} non-2xx answers\n{out}")
-    return {"rps": r["requests"] / (r["duration_us"] / 1e6), "p50_ms": r["p50_us"] / 1000,
-            "p99_ms": r["p99_us"] / 1000, "cpu_ms": 1000 * cpu / max(r["requests"], 1)}
+    return {"requests": r["requests"], "rps": r["requests"] / (r["duration_us"] / 1e6),
+            "p50_ms": r["p50_us"] / 1000, "p99_ms": r["p99_us"] / 1000,
+            "cpu_ms": 1000 * cpu / max(r["requests"], 1)}
 
 
 @contextlib.contextmanager
@@ -340,15 +363,16 @@ def run(args: argparse.Namespace, base: Path) -> None:
              "--appendonly", "no", "--dir", str(base)], dict(os.environ), base / "redis.log"))
         idp = stack.enter_context(IdentityProvider())
         env = tfgen_env(base, redis_url, idp)
+        args.server_args = server_args(env)
         tfgen = Side("tfgen", f"http://127.0.0.1:{tfgen_port}", "/api/v1/terraform/generate",
                      "/api/v1/uuid/", stack.enter_context(started(
                          [str(BIN / "gunicorn"), "-c", "config/gunicorn_conf.py",
-                          "-b", f"127.0.0.1:{tfgen_port}", *SERVER_ARGS, "manage:app"],
+                          "-b", f"127.0.0.1:{tfgen_port}", *args.server_args, "manage:app"],
                          env, base / "tfgen.log", cwd=args.tfgen_root)))
         bare_env = {**os.environ, "BASELINE_REDIS_URL": f"{redis_url}/2"}
         bare = Side("bare", f"http://127.0.0.1:{bare_port}", "/submit", "/job/",
                     stack.enter_context(started(
-                        [str(BIN / "gunicorn"), "-b", f"127.0.0.1:{bare_port}", *SERVER_ARGS,
+                        [str(BIN / "gunicorn"), "-b", f"127.0.0.1:{bare_port}", *args.server_args,
                          "bench.baseline_app:app"], bare_env, base / "bare.log")))
         wait_http(tfgen.url + "/health")
         wait_http(bare.url + "/job/none")
@@ -360,6 +384,7 @@ def run(args: argparse.Namespace, base: Path) -> None:
         for kind in ("submit", "poll"):  # warm both: imports, pools, JWKS, catalog
             for side in sides:
                 run_wrk(side, kind, tokens, args.warmup, args.connections, base)
+        rss_before = workers_rss(tfgen.proc.pid)
         results: dict[tuple[str, str], list[dict[str, float]]] = {
             (s.name, k): [] for s in sides for k in ("submit", "poll")}
         print(f"{'round':>5} {'call':<7} {'side':<6} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
@@ -374,6 +399,13 @@ def run(args: argparse.Namespace, base: Path) -> None:
                     print(f"{n + 1:>5} {kind:<7} {side.name:<6} {r['rps']:>8.0f} "
                           f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['cpu_ms']:>7.2f}",
                           flush=True)
+        rss_after = workers_rss(tfgen.proc.pid)
+        served = sum(r["requests"] for (name, _), rs in results.items() if name == "tfgen"
+                     for r in rs)
+        kept = sorted(set(rss_before) & set(rss_after))
+        print("\ntfgen's workers, resident MB before -> after the rounds ("
+              f"{served:,} requests; {len(kept)} of {len(rss_after)} the same processes): "
+              + ", ".join(f"{rss_before[p]:.0f} -> {rss_after[p]:.0f}" for p in kept))
         audits = sum(1 for line in (base / "tfgen.log").open(errors="replace")
                      if '"audit.submit"' in line)
         print(f"\ntfgen wrote {audits} audit.submit lines; its log: "

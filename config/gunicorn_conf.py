@@ -66,6 +66,14 @@ timeout = _server.timeout
 graceful_timeout = _server.graceful_timeout
 # Above the ingress's idle timeout, so the proxy closes idle connections, not gunicorn.
 keepalive = _server.keepalive
+# Off by default (gunicorn's default too). A replaced worker drops its kept-alive
+# connections, and their clients reconnect to the workers still running: with clients
+# that keep connections (an ingress's upstream pool, APEX's), every replacement leaves
+# one worker serving them all while the new one idles, until the next replacement moves
+# them back. At 2000 requests a worker, that halved the API's throughput under steady
+# load, with one core idle (docs/benchmarks.md). tfgen's caches are bounded
+# (app/core/lru.py) and a worker's memory stays flat over a long run (bench_api prints
+# it): set GUNICORN_MAX_REQUESTS only to contain a leak found in a library.
 max_requests = _server.max_requests
 max_requests_jitter = _server.max_requests_jitter
 # The app is built once, in the master, and each worker forks from it: a worker replaced

@@ -94,6 +94,9 @@ def test_gunicorn_reads_the_typed_server_settings() -> None:
     s = load(env={"PORT": "9000", "GUNICORN_WORKERS": "3", "GUNICORN_THREADS": ""})
     assert (s.server.port, s.server.workers, s.server.threads) == (9000, 3, 4)
     assert load(env={}).server.workers is None  # gunicorn_conf: 2 x CPU limit + 1
+    # Workers are not replaced unless asked: a replacement piles kept-alive clients onto
+    # the other workers (config/gunicorn_conf.py, max_requests).
+    assert load(env={}).server.max_requests == 0
 
 
 def test_every_field_names_its_variable() -> None:

@@ -23,7 +23,8 @@ class ServerSettings(Part):
     timeout: int = env("GUNICORN_TIMEOUT", 30)
     graceful_timeout: int = env("GUNICORN_GRACEFUL_TIMEOUT", 25)
     keepalive: int = env("GUNICORN_KEEPALIVE", 75)
-    max_requests: int = env("GUNICORN_MAX_REQUESTS", 2000)
+    #: Replace a worker after this many requests (0: never; see config/gunicorn_conf.py).
+    max_requests: int = env("GUNICORN_MAX_REQUESTS", 0)
     max_requests_jitter: int = env("GUNICORN_MAX_REQUESTS_JITTER", 200)
     worker_tmp_dir: str = env("GUNICORN_WORKER_TMP_DIR", "/dev/shm")  # noqa: S108 - tmpfs heartbeat
     forwarded_allow_ips: str = env("FORWARDED_ALLOW_IPS", "127.0.0.1")
