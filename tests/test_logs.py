@@ -232,7 +232,7 @@ def _access_record(correlation_id: str = "c-9") -> logging.LogRecord:
 def test_access_line_written_directly_equals_the_processors_line(correlation_id: str) -> None:
     reset_context()
     direct = json.loads(make_formatter("json").format(_access_record(correlation_id)))
-    processed = json.loads(make_formatter("json", fast_access=False).format(
+    processed = json.loads(make_formatter("json", fast=False).format(
         _access_record(correlation_id)))
     assert direct.pop("timestamp").endswith("Z") and processed.pop("timestamp").endswith("Z")
     assert list(direct.items()) == list(processed.items())
@@ -287,7 +287,7 @@ def test_the_lean_access_atoms_make_the_same_line_as_gunicorns(with_id: bool) ->
     assert {k: full[k] for k in lean} == lean  # each atom is gunicorn's own value
     reset_context()
     for fast in (True, False):
-        lines = [json.loads(make_formatter("json", fast_access=fast).format(logging.LogRecord(
+        lines = [json.loads(make_formatter("json", fast=fast).format(logging.LogRecord(
             "gunicorn.access", logging.INFO, __file__, 1, "%(h)s %(s)s", (SafeAtoms(atoms),),
             None))) for atoms in (full, lean)]
         for line in lines:
@@ -295,3 +295,59 @@ def test_the_lean_access_atoms_make_the_same_line_as_gunicorns(with_id: bool) ->
         assert list(lines[0].items()) == list(lines[1].items())
         assert lines[0]["status"] == "404" and lines[0]["duration_ms"] == 1002.345
         assert lines[0].get("correlation_id") == ("c-41" if with_id else None)
+
+
+class _Records(logging.Handler):
+    """Keeps the records it is given, to format them both ways."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_structlog_lines_written_directly_equal_the_processors_lines(
+        log_stream: io.StringIO) -> None:
+    keep = _Records()
+    logging.getLogger().addHandler(keep)
+    try:
+        reset_context(correlation_id="c-5")
+        bind_job("j-5", "alice", {"cloud_id": "aws", "resource_type": "rds", "request_id": 5})
+        audit("submit", "accepted", dry_run=False, submitted_by="alice")
+        log = get_logger("tfgen.test")
+        log.info("job.%s", "formatted", path=Path("/x"), api_token="glpat-x")
+        log.warning("job.note", nested={"a": [1, 2]}, level_hint=None)
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            log.exception("job.failed")
+        get_logger("tfgen.test").info("job.stack", stack_info=True)
+    finally:
+        logging.getLogger().removeHandler(keep)
+        reset_context()
+    assert len(keep.records) == 5
+    direct, processed = make_formatter("json"), make_formatter("json", fast=False)
+    for record in keep.records:
+        assert direct.format(record) == processed.format(record)
+    lines = [json.loads(direct.format(r)) for r in keep.records]
+    assert list(lines[0])[:4] == ["timestamp", "level", "logger", "event"]
+    assert (lines[1]["event"], lines[1]["path"], lines[1]["api_token"]) == (
+        "job.formatted", "/x", "***")
+    assert lines[4]["stack"].startswith("Stack (most recent call last)")
+
+
+def test_a_line_with_an_exception_takes_the_processors(log_stream: io.StringIO) -> None:
+    keep = _Records()
+    logging.getLogger().addHandler(keep)
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        get_logger("tfgen.test").exception("job.failed")
+        (record,) = keep.records
+        line = make_formatter("json").format(record)  # exc_info=True: read while handling
+        assert line == make_formatter("json", fast=False).format(record)
+    finally:
+        logging.getLogger().removeHandler(keep)
+    assert json.loads(line)["exception"][0]["exc_value"] == "boom"
