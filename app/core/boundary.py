@@ -24,7 +24,9 @@ from sqlalchemy import exc as sa_exc
 
 from app.errors import TfgenError
 
-__all__ = ["SQL_UNAVAILABLE", "RedisCalls", "sql_engine", "sql_tables", "translating"]
+__all__ = [
+    "SQL_UNAVAILABLE", "RedisCalls", "sql_engine", "sql_tables", "translating", "unavailable",
+]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -84,9 +86,14 @@ def translating(
             try:
                 return fn(*args, **kwargs)
             except caught as e:
-                raise raised(f"{what} unavailable: {e}") from e
+                raise unavailable(raised, what, e) from e
         return wrapped
     return decorate
+
+
+def unavailable(raised: type[TfgenError], what: str, cause: BaseException) -> TfgenError:
+    """The store's error for an outage: ``"<what> unavailable: <cause>"``."""
+    return raised(f"{what} unavailable: {cause}")
 
 
 class RedisCalls:
@@ -100,11 +107,15 @@ class RedisCalls:
 
     def __init__(self, client: redis.Redis, what: str, raised: type[TfgenError]) -> None:
         self.client = client
-        self._translate = translating(redis.RedisError, raised, what)
+        self._raised = raised
+        self._what = what
 
     def __call__(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run one client call (or a pipeline's ``execute``)."""
-        return self._translate(fn)(*args, **kwargs)
+        try:
+            return fn(*args, **kwargs)
+        except redis.RedisError as e:  # not a decorator built per call: every command
+            raise unavailable(self._raised, self._what, e) from e
 
     def transaction(self, attempt: Callable[[Pipeline], T], *watched: str) -> T:
         """Run ``attempt`` under WATCH of ``watched`` until its MULTI/EXEC wins.
