@@ -9,7 +9,7 @@ from typing import Any
 from flask import g, request
 from flask_restx import Resource, fields
 
-from app.apis.common import IDENT, INT64_MAX, Int64, error_model, example_model, services
+from app.apis.common import IDENT, INT64_MAX, Int64, body_model, error_model, services
 from app.apis.terraform import ns
 from app.auth import current_principal, require_cloud, resolve_owner
 from app.core.jobs import JobRecord
@@ -17,7 +17,7 @@ from app.logs import audit, bind_job
 from app.metrics import JOBS_SUBMITTED
 from tasks.generate import submit
 
-generate_request = example_model("GenerateRequest", {
+generate_request = body_model("GenerateRequest", {
     "cloud_id": fields.String(required=True, pattern=IDENT, max_length=30, example="aws",
                               description="Cloud of the request (a catalog pair with its type)"),
     "resource_type": fields.String(required=True, pattern=IDENT, max_length=30, example="rds"),

@@ -8,7 +8,7 @@ from typing import Any
 from flask import request
 from flask_restx import Namespace, Resource, fields
 
-from app.apis.common import IDENT, ONE_LINE, require_admin, services
+from app.apis.common import IDENT, ONE_LINE, body_model, require_admin, services
 from app.apis.generate import error
 from app.core.waivers import Waiver
 from app.errors import BadRequest, NotFound
@@ -16,7 +16,7 @@ from app.logs import audit
 
 ns = Namespace("waivers", description="Policy waivers (admins)", path="/waivers")
 
-waiver_request = ns.model("WaiverRequest", {
+waiver_request = body_model("WaiverRequest", {
     "cloud_id": fields.String(required=True, pattern=IDENT, max_length=30, example="aws"),
     "resource_type": fields.String(required=True, pattern=IDENT, max_length=30, example="ec2"),
     "request_id": fields.Integer(required=True, min=1, example=7),
@@ -29,6 +29,7 @@ waiver_request = ns.model("WaiverRequest", {
                                 description="ISO 8601 date or time in the future (UTC "
                                             "when no offset is given)"),
 }, strict=True)
+ns.add_model(waiver_request.name, waiver_request)
 
 waiver = ns.model("Waiver", {
     "id": fields.String(required=True),

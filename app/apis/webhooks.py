@@ -7,7 +7,7 @@ from typing import Any
 from flask import current_app, request
 from flask_restx import Namespace, Resource, fields
 
-from app.apis.common import ONE_LINE, require_admin, services
+from app.apis.common import ONE_LINE, body_model, require_admin, services
 from app.apis.generate import error
 from app.core.events import CURSOR
 from app.core.webhooks import WebhookStore, check_target
@@ -19,7 +19,7 @@ ns = Namespace("webhooks", description="Webhooks out (admins)", path="/webhooks"
 
 PATTERN = r"^[a-z*][a-z.*_]{0,63}(?![\s\S])"
 
-webhook_request = ns.model("WebhookRequest", {
+webhook_request = body_model("WebhookRequest", {
     "url": fields.String(required=True, min_length=8, max_length=2000,
                          example="https://apex.example.com/ords/tfgen/hooks/events"),
     "events": fields.List(fields.String(pattern=PATTERN), required=True, min_items=1,
@@ -27,6 +27,7 @@ webhook_request = ns.model("WebhookRequest", {
                           description="Event types; * matches any part (job.*, request.*)"),
     "description": fields.String(max_length=500, pattern=ONE_LINE, example="APEX requests"),
 }, strict=True)
+ns.add_model(webhook_request.name, webhook_request)
 
 webhook = ns.model("Webhook", {
     "id": fields.String(required=True), "url": fields.String(required=True),
@@ -39,11 +40,12 @@ webhook_secret = ns.inherit("WebhookWithSecret", webhook, {
     "secret": fields.String(required=True, example="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
                             description="Shown only here: keep it for verification"),
 })
-rotate_request = ns.model("RotateRequest", {
+rotate_request = body_model("RotateRequest", {
     "grace_seconds": fields.Integer(min=0, max=7 * 86400, example=86400,
                                     description="How long the old secret keeps signing "
                                                 "(default WEBHOOK_ROTATION_GRACE)"),
 }, strict=True)
+ns.add_model(rotate_request.name, rotate_request)
 delivery = ns.model("Delivery", {
     "event_id": fields.String(required=True), "type": fields.String(),
     "request": fields.String(description="cloud_id/resource_type/request_id"),
