@@ -248,6 +248,14 @@ class Stack:
         self.app.extensions["tfgen"].close()
 
 
+def api_only(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Stack]:
+    """The API on SQLite and Redis; no worker reads its queue (a module fixture's body)."""
+    base = tmp_path_factory.mktemp(name)
+    stack = Stack(stack_env(base, sqlite_apex(base / "apex.sqlite"), name))
+    yield stack
+    stack.close()
+
+
 def require_postgresql() -> None:
     """Skip, saying why, when run/test.sh found no PostgreSQL and could start none."""
     if os.environ.get("TFGEN_SKIP_PG"):

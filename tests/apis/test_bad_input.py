@@ -13,7 +13,7 @@ import redis
 
 from app import create_app
 from app.apis.errors import MAX_ECHO
-from tests.conftest import REDIS_URL, Stack, free_port, sqlite_apex, stack_env
+from tests.conftest import REDIS_URL, Stack, api_only, free_port, sqlite_apex, stack_env
 from tests.stubs.idp import IdentityProvider
 
 URL = "/api/v1/terraform/generate"
@@ -22,11 +22,7 @@ BODY = {"cloud_id": "aws", "resource_type": "rds", "request_id": 42}
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory, redis_client: redis.Redis) -> Iterator[Stack]:
-    """The API on SQLite and Redis; no worker reads its queue."""
-    base = tmp_path_factory.mktemp("bad-input")
-    s = Stack(stack_env(base, sqlite_apex(base / "apex.sqlite"), "bad-input"))
-    yield s
-    s.close()
+    yield from api_only(tmp_path_factory, "bad-input")
 
 
 def post_raw(api: Stack, data: str | bytes, **headers: str) -> Any:

@@ -24,7 +24,7 @@ from werkzeug.exceptions import HTTPException
 
 from app.apis.common import FORMAT_CHECKER, BodyModel, Int64, NullableString, body_model
 from app.apis.errors import error_answer
-from tests.conftest import Stack, sqlite_apex, stack_env
+from tests.conftest import Stack, api_only
 
 # Values every field is set to in turn: the types JSON has, booleans beside integers,
 # whole floats, int64's edges and beyond, strings at and over the usual limits,
@@ -46,11 +46,7 @@ NOT_OBJECTS: list[Any] = [None, [], "text", "", 42, 4.2, True, False]
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory, redis_client: redis.Redis) -> Iterator[Stack]:
-    """The API on SQLite and Redis; no worker reads its queue."""
-    base = tmp_path_factory.mktemp("body-validation")
-    s = Stack(stack_env(base, sqlite_apex(base / "apex.sqlite"), "body-validation"))
-    yield s
-    s.close()
+    yield from api_only(tmp_path_factory, "body-validation")
 
 
 def registry(stack: Stack) -> tuple[Api, Any]:
