@@ -68,7 +68,7 @@ graceful_timeout = _server.graceful_timeout
 keepalive = _server.keepalive
 # Off by default (gunicorn's default too). A replaced worker drops its kept-alive
 # connections, and their clients reconnect to the workers still running: with clients
-# that keep connections (an ingress's upstream pool, APEX's), every replacement leaves
+# that keep connections (an ingress's upstream pool), every replacement leaves
 # one worker serving them all while the new one idles, until the next replacement moves
 # them back. At 2000 requests a worker, that halved the API's throughput under steady
 # load, with one core idle (docs/benchmarks.md). tfgen's caches are bounded
