@@ -52,6 +52,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from app.demo import create_demo_database  # noqa: E402
+from bench.procs import children, proc_stat  # noqa: E402
 from config.settings import load  # noqa: E402
 from tests.stubs.idp import IdentityProvider  # noqa: E402
 
@@ -221,32 +222,19 @@ def lua_list(items: list[str]) -> str:
 
 def tree_cpu(pid: int) -> float:
     """CPU seconds used by process ``pid``, its live children and the children it reaped."""
-    def stat(p: int | str) -> list[str]:
-        text = Path(f"/proc/{p}/stat").read_text()
-        return text[text.rindex(")") + 2:].split()  # fields from the 3rd on
-
-    tick = os.sysconf("SC_CLK_TCK")
-    fields = stat(pid)
-    total = sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                child = stat(entry.name)
-                if int(child[1]) == pid:
-                    total += int(child[11]) + int(child[12])
-    return total / tick
+    total = sum(int(x) for x in proc_stat(pid)[11:15])  # utime stime cutime cstime
+    total += sum(int(f[11]) + int(f[12]) for f in children(pid).values())
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def workers_rss(pid: int) -> dict[int, float]:
     """Resident memory (MB) of each live child of ``pid`` (gunicorn's workers)."""
     sizes = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                status = dict(line.split(":", 1) for line in (entry / "status").read_text()
-                              .splitlines() if ":" in line)
-                if int(status["PPid"]) == pid:
-                    sizes[int(entry.name)] = int(status["VmRSS"].split()[0]) / 1024
+    for child in children(pid):
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            status = dict(line.split(":", 1) for line in Path(f"/proc/{child}/status")
+                          .read_text().splitlines() if ":" in line)
+            sizes[child] = int(status["VmRSS"].split()[0]) / 1024
     return sizes
 
 

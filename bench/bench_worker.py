@@ -58,6 +58,7 @@ import sqlalchemy as sa
 
 from app.core.jobs import parse_time
 from app.demo import RESOURCE_TYPES
+from bench.procs import proc_stat
 from tests.conftest import ROOT, Stack, free_port
 from tests.stubs.gitlab_server import GitLabStub
 from tests.test_gitlab_jobs import ALICE, LIVE, SERVICE, gitlab_env
@@ -179,7 +180,7 @@ class BenchWorker:
         parents: dict[int, int] = {}
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
-                parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+                parents[int(stat.parent.name)] = int(proc_stat(stat.parent.name)[1])
             except (OSError, ValueError, IndexError):
                 continue
         out, todo = [], [self.proc.pid]
@@ -194,7 +195,7 @@ class BenchWorker:
         ticks = 0
         for pid in self.tree():
             try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                fields = proc_stat(pid)
             except OSError:
                 continue
             ticks += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
