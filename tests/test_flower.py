@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import os
 import subprocess
 import sys
@@ -15,6 +14,8 @@ import pytest
 import requests
 
 from tests.conftest import ROOT, Stack, free_port, stack_env
+
+AUTH = ("ops", "s3cret")
 
 
 def flower_cmd() -> list[str]:
@@ -52,6 +53,15 @@ def flower(stack: Stack) -> Iterator[str]:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("flower did not start") from None
                 time.sleep(0.2)
+        # Flower's web side answers before its event receiver has subscribed (a thread
+        # of its own). Events are fan-out: one sent before that is never seen, so a task
+        # received then shows no name or args. A worker's heartbeat (every 2 s) in
+        # Flower's event state says the receiver is listening.
+        while not requests.get(f"{url}/workers", params={"json": 1}, auth=AUTH,
+                               timeout=5).json()["data"]:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("flower saw no worker's events")
+            time.sleep(0.2)
         yield url
     finally:
         proc.terminate()
@@ -60,7 +70,7 @@ def flower(stack: Stack) -> Iterator[str]:
 
 def test_plain_flower_command_asks_for_credentials(flower: str) -> None:
     assert requests.get(f"{flower}/", timeout=5).status_code == 401
-    assert requests.get(f"{flower}/", auth=("ops", "s3cret"), timeout=5).status_code == 200
+    assert requests.get(f"{flower}/", auth=AUTH, timeout=5).status_code == 200
 
 
 def test_flower_shows_the_request_a_task_is_for(flower: str, stack: Stack) -> None:
@@ -69,11 +79,10 @@ def test_flower_shows_the_request_a_task_is_for(flower: str, stack: Stack) -> No
     assert r.status_code == 202
     job_uuid = r.json["uuid"]
     assert stack.wait(job_uuid)["status"] == "SUCCESS"
-    auth = {"Authorization": "Basic " + base64.b64encode(b"ops:s3cret").decode()}
     deadline = time.monotonic() + 30
     task: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        answer = requests.get(f"{flower}/api/task/info/{job_uuid}", headers=auth, timeout=5)
+        answer = requests.get(f"{flower}/api/task/info/{job_uuid}", auth=AUTH, timeout=5)
         task = answer.json() if answer.status_code == 200 else {}
         if task.get("args"):
             break
