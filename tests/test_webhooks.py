@@ -238,8 +238,12 @@ def test_a_slow_receiver_does_not_hold_back_another(
 def test_rotation_signs_with_both_secrets_during_the_grace(
         hooked: Stack, receiver: Receiver) -> None:
     sub = subscribe(hooked, receiver.url)
-    r = hooked.client.post(f"/api/v1/webhooks/{sub['id']}/rotate", json={"grace_seconds": 600},
-                           headers=hooked.auth("root", ADMIN))
+    url, admin = f"/api/v1/webhooks/{sub['id']}/rotate", hooked.auth("root", ADMIN)
+    for grace in (600.0, 600.5, -1, 7 * 86400 + 1, "600"):
+        refused = hooked.client.post(url, json={"grace_seconds": grace}, headers=admin)
+        assert refused.status_code == 400, (grace, refused.json)
+        assert "grace_seconds" in refused.json["errors"], refused.json
+    r = hooked.client.post(url, json={"grace_seconds": 600}, headers=admin)
     assert r.status_code == 200, r.json
     new = r.json["secret"]
     assert new != sub["secret"] and r.json["previous_secret_until"]

@@ -8,7 +8,7 @@ from typing import Any
 from flask import request
 from flask_restx import Namespace, Resource, fields
 
-from app.apis.common import IDENT, ONE_LINE, body_model, require_admin, services
+from app.apis.common import IDENT, INT64_MAX, ONE_LINE, Int64, body_model, require_admin, services
 from app.apis.generate import error
 from app.core.waivers import Waiver
 from app.errors import BadRequest, NotFound
@@ -19,7 +19,9 @@ ns = Namespace("waivers", description="Policy waivers (admins)", path="/waivers"
 waiver_request = body_model("WaiverRequest", {
     "cloud_id": fields.String(required=True, pattern=IDENT, max_length=30, example="aws"),
     "resource_type": fields.String(required=True, pattern=IDENT, max_length=30, example="ec2"),
-    "request_id": fields.Integer(required=True, min=1, example=7),
+    # Int64 as on /terraform/generate: no waiver for a request no job can name, and no
+    # 7.0 (flask-restx's draft 2020-12 counts a whole float as an integer).
+    "request_id": Int64(required=True, min=1, max=INT64_MAX, example=7),
     "rule": fields.String(required=True, min_length=1, max_length=200, pattern=ONE_LINE,
                           example="no-world-ingress-to-admin-or-database-ports",
                           description="The denied rule (``rule`` of a violation)"),

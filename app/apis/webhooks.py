@@ -7,7 +7,7 @@ from typing import Any
 from flask import current_app, request
 from flask_restx import Namespace, Resource, fields
 
-from app.apis.common import ONE_LINE, body_model, require_admin, services
+from app.apis.common import ONE_LINE, Int64, body_model, require_admin, services
 from app.apis.generate import error
 from app.core.events import CURSOR
 from app.core.webhooks import WebhookStore, check_target
@@ -41,9 +41,9 @@ webhook_secret = ns.inherit("WebhookWithSecret", webhook, {
                             description="Shown only here: keep it for verification"),
 })
 rotate_request = body_model("RotateRequest", {
-    "grace_seconds": fields.Integer(min=0, max=7 * 86400, example=86400,
-                                    description="How long the old secret keeps signing "
-                                                "(default WEBHOOK_ROTATION_GRACE)"),
+    "grace_seconds": Int64(min=0, max=7 * 86400, example=86400,
+                           description="How long the old secret keeps signing, whole "
+                                       "seconds (default WEBHOOK_ROTATION_GRACE)"),
 }, strict=True)
 ns.add_model(rotate_request.name, rotate_request)
 delivery = ns.model("Delivery", {

@@ -38,12 +38,17 @@ def test_an_admin_grants_lists_and_revokes(stack: Stack) -> None:
 
 def test_bad_fields_and_past_expiries_answer_400(stack: Stack) -> None:
     admin = stack.auth("root", ADMIN)
+    before = stack.client.get("/api/v1/waivers", headers=admin).json
     for body, field in (({**BODY, "expires_at": "2001-01-01"}, "expires_at"),
                         ({**BODY, "expires_at": "next tuesday"}, "expires_at"),
                         ({**BODY, "request_id": 0}, "request_id"),
+                        ({**BODY, "request_id": 7.0}, "request_id"),
+                        ({**BODY, "request_id": 2**63}, "request_id"),
+                        ({**BODY, "request_id": 10**250}, "request_id"),
                         ({**BODY, "rule": "a\nTfgen-Job: x"}, "rule"),
                         ({k: v for k, v in BODY.items() if k != "rule"}, "rule"),
                         ({**BODY, "extra": 1}, "extra")):
         answer = stack.client.post("/api/v1/waivers", json=body, headers=admin)
         assert answer.status_code == 400, (body, answer.json)
         assert field in answer.json["errors"], answer.json
+    assert stack.client.get("/api/v1/waivers", headers=admin).json == before
