@@ -8,6 +8,7 @@ import pytest
 
 from app import create_app
 from config.settings import SETTINGS_KEY, ConfigError, Settings, env_names, load, load_settings
+from config.settings.model import _shown
 
 
 def test_nothing_set_is_one_embedded_dev_stack(tmp_path: Path) -> None:
@@ -38,10 +39,29 @@ def test_prod_has_no_embedded_defaults_and_safe_ones() -> None:
     ("DATABASE_SCHEMA", "a-b"), ("GITLAB_MR_REVIEWER_IDS", "1,x"), ("CLOUD_PERMISSIONS", "{x"),
     ("OIDC_LEEWAY", "120"), ("TERRAFORM_FMT_ENGINE", "gofmt"), ("APP_ENV", "staging"),
     ("GUNICORN_WORKERS", "two"), ("PORT", "http"), ("CELERY_TASK_SENT_EVENT", "maybe"),
+    ("WEBHOOK_SECRET_KEY", "hunter2"), ("WEBHOOK_SECRET_KEY", "A" * 32),
 ])
 def test_a_malformed_variable_stops_the_process_naming_it(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         load(env={name: value})
+
+
+@pytest.mark.parametrize(("env", "hidden"), [
+    ({"WEBHOOK_SECRET_KEY": "hunter2-hunter2"}, "hunter2"),
+    ({"FLOWER_BASIC_AUTH": "ops:s3cret,auditor-s3cret"}, "s3cret"),
+    ({"FLOWER_BASIC_AUTH": ":s3cret"}, "s3cret"),
+])
+def test_an_error_never_repeats_a_secret(env: dict[str, str], hidden: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load(env=env)
+    assert hidden not in str(refused.value)
+
+
+def test_an_error_repeats_a_url_without_its_password() -> None:
+    assert _shown("DATABASE_URL", "postgresql://u:pw@db:5432/x") == (
+        "'postgresql://u:***@db:5432/x'")
+    assert _shown("JOB_TIME_LIMIT", "soon") == "'soon'"
+    assert _shown("GITLAB_URL", "http://[bad") == "'http://[bad'"
 
 
 def test_empty_counts_as_unset_and_lists_parse_once() -> None:

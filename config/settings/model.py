@@ -10,10 +10,12 @@ variable set but empty counts as unset. Anything wrong stops the process with a
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, ValidationError
 from pydantic.fields import FieldInfo
@@ -185,7 +187,26 @@ def _describe(error: ValidationError, source: Mapping[str, Any]) -> str:
     if first["type"] == "missing":
         app_env = source.get("APP_ENV") or "dev"
         return f"{name} is required (APP_ENV={app_env}); see run/prd-env.sh"
-    return f"{name}: {message}, got {source.get(name)!r}"
+    return f"{name}: {message}, got {_shown(name, source.get(name))}"
+
+
+_SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|_KEY$|BASIC_AUTH")
+
+
+def _shown(name: str, value: Any) -> str:
+    """A refused value as an error may repeat it: never a secret, nor a URL's password."""
+    if not isinstance(value, str):
+        return repr(value)
+    if _SECRET_NAME.search(name):
+        return f"a value of {len(value)} characters (not shown)"
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # an unbalanced [ in the host: no URL, nothing to hide
+        return repr(value)
+    if parts.password:
+        value = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")
+                               ).geturl()
+    return repr(value)
 
 
 def _require(settings: Settings) -> None:

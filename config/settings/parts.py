@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from cryptography.fernet import Fernet
 from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 __all__ = [
@@ -62,6 +63,27 @@ Words = Annotated[tuple[str, ...], BeforeValidator(_split)]
 Ints = Annotated[tuple[int, ...], BeforeValidator(_split)]
 Optional = Annotated[str | None, BeforeValidator(_none_if_blank)]
 Stripped = Annotated[str, BeforeValidator(lambda v: v.strip() if isinstance(v, str) else v)]
+
+
+def _fernet_key(value: Any) -> Any:
+    # Checked at start, not at the first subscription that needs to seal a secret.
+    value = _none_if_blank(value)
+    try:
+        if value is not None:
+            Fernet(value.encode())
+    except ValueError as e:  # binascii.Error too
+        raise ValueError("not a Fernet key (32 url-safe base64 bytes: docs/webhooks.md "
+                         "says how to make one)") from e
+    return value
+
+
+def _user_passwords(value: Any) -> Any:
+    # Flower splits each entry at its first ":"; an entry without one failed inside it.
+    pairs = tuple(p.strip() for p in (value.split(",") if isinstance(value, str) else value))
+    pairs = tuple(p for p in pairs if p)
+    if any(not user or not password for user, _, password in (p.partition(":") for p in pairs)):
+        raise ValueError("each comma-separated entry is user:password")
+    return pairs
 
 
 # --- APEX store ----------------------------------------------------------------------------
@@ -242,7 +264,8 @@ class WebhookSettings(Part):
     backoff_base: float = env("WEBHOOK_BACKOFF_BASE", 340.0)
     backoff_max: float = env("WEBHOOK_BACKOFF_MAX", 6 * 3600.0)
     allowed_hosts: Words = env("WEBHOOK_ALLOWED_HOSTS", ())
-    secret_key: Optional = env("WEBHOOK_SECRET_KEY", None)
+    secret_key: Annotated[str | None, BeforeValidator(_fernet_key)] = env(
+        "WEBHOOK_SECRET_KEY", None)
     rotation_grace: int = env("WEBHOOK_ROTATION_GRACE", DAY)
     sweep_interval: int = env("WEBHOOK_SWEEP_INTERVAL", 30)
 
@@ -270,9 +293,8 @@ class FlowerSettings(Part):
     purge_offline_workers: int = env("FLOWER_PURGE_OFFLINE_WORKERS", 300)
     max_tasks: int = env("FLOWER_MAX_TASKS", 10000)
     inspect_timeout: float = env("FLOWER_INSPECT_TIMEOUT", 3000.0)
-    basic_auth: Annotated[tuple[str, ...], BeforeValidator(
-        lambda v: tuple(p.strip() for p in v.split(",") if p.strip()) if isinstance(v, str) else v
-    )] = env("FLOWER_BASIC_AUTH", ())
+    basic_auth: Annotated[tuple[str, ...], BeforeValidator(_user_passwords)] = env(
+        "FLOWER_BASIC_AUTH", ())
     auth_provider: str = env("FLOWER_AUTH_PROVIDER", "")
     oauth2_key: str = env("FLOWER_OAUTH2_KEY", "")
     oauth2_secret: str = env("FLOWER_OAUTH2_SECRET", "")
