@@ -22,6 +22,7 @@ markdown table of medians over the rounds (throughput, p50, p99 and tfgen/bare r
     /work/venv/bin/python -m bench.bench_api [--rounds 3] [--seconds 10] [--connections 16]
         [--profile DIR]   # py-spy raw stacks of tfgen's workers during its rounds
         [--tfgen-root DIR]  # serve tfgen from another checkout (a before/after comparison)
+        [--pin 0/1]  # both servers on CPU 0; Redis, wrk and the IdP on CPU 1
 
 Runs in about ``rounds x 4 x (seconds + 1) + 15`` s (3 x 10 s: ~2.5 min). Every process
 it starts is stopped at the end, also on Ctrl-C.
@@ -312,6 +313,9 @@ def report(results: dict[tuple[str, str], list[dict[str, float]]], args: argpars
             f"{m['bare']['cpu_ms'] / m['tfgen']['cpu_ms']:.2f}x |")
     header = (f"{args.rounds} rounds x {args.seconds:g} s a side, {args.connections} "
               f"connections, wrk -t2; medians over the rounds.\n\n")
+    if args.pin:
+        header += (f"Both servers pinned to CPU {sorted(args.pin[0])}; Redis, wrk and the "
+                   f"identity provider to CPU {sorted(args.pin[1])}.\n\n")
     return (header + "\n".join(rows) + "\n\n| call | tfgen/bare throughput (per round) | "
             "p50 | p99 | bare/tfgen CPU per request |\n|---|---|---|---|---|\n"
             + "\n".join(ratios) + "\n")
@@ -327,7 +331,12 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
     parser.add_argument("--tfgen-root", type=Path, default=ROOT,
                         help="serve tfgen from this checkout (e.g. an older commit's files)")
+    parser.add_argument("--pin", metavar="SERVERS/OTHERS", type=cpu_split,
+                        help="CPU lists, e.g. 0/1: both gunicorns on the first, Redis, wrk "
+                             "and the identity provider on the second")
     args = parser.parse_args()
+    if args.pin:
+        os.sched_setaffinity(0, args.pin[1])  # what this process starts inherits it
     if not Path(WRK).exists():
         raise SystemExit("wrk not found: apt-get install wrk")
     if args.profile:
@@ -342,6 +351,25 @@ def main() -> None:
             shutil.rmtree(base, ignore_errors=True)
 
 
+def cpu_split(value: str) -> tuple[set[int], set[int]]:
+    """``0/1`` or ``0,1/2-3``: the servers' CPUs and everything else's."""
+    def cpus(text: str) -> set[int]:
+        found: set[int] = set()
+        for part in text.split(","):
+            first, _, last = part.partition("-")
+            found.update(range(int(first), int(last or first) + 1))
+        return found
+    servers, _, others = value.partition("/")
+    return cpus(servers), cpus(others)
+
+
+def pinned(args: argparse.Namespace, cmd: list[str]) -> list[str]:
+    """``cmd`` on the servers' CPUs when ``--pin`` asks for it."""
+    if not args.pin:
+        return cmd
+    return ["taskset", "-c", ",".join(map(str, sorted(args.pin[0]))), *cmd]
+
+
 def run(args: argparse.Namespace, base: Path) -> None:
     redis_port, tfgen_port, bare_port = free_port(), free_port(), free_port()
     redis_url = f"redis://127.0.0.1:{redis_port}"
@@ -354,14 +382,16 @@ def run(args: argparse.Namespace, base: Path) -> None:
         args.server_args = server_args(env)
         tfgen = Side("tfgen", f"http://127.0.0.1:{tfgen_port}", "/api/v1/terraform/generate",
                      "/api/v1/uuid/", stack.enter_context(started(
-                         [str(BIN / "gunicorn"), "-c", "config/gunicorn_conf.py",
-                          "-b", f"127.0.0.1:{tfgen_port}", *args.server_args, "manage:app"],
+                         pinned(args, [str(BIN / "gunicorn"), "-c", "config/gunicorn_conf.py",
+                                       "-b", f"127.0.0.1:{tfgen_port}", *args.server_args,
+                                       "manage:app"]),
                          env, base / "tfgen.log", cwd=args.tfgen_root)))
         bare_env = {**os.environ, "BASELINE_REDIS_URL": f"{redis_url}/2"}
         bare = Side("bare", f"http://127.0.0.1:{bare_port}", "/submit", "/job/",
                     stack.enter_context(started(
-                        [str(BIN / "gunicorn"), "-b", f"127.0.0.1:{bare_port}", *args.server_args,
-                         "bench.baseline_app:app"], bare_env, base / "bare.log")))
+                        pinned(args, [str(BIN / "gunicorn"), "-b", f"127.0.0.1:{bare_port}",
+                                      *args.server_args, "bench.baseline_app:app"]),
+                        bare_env, base / "bare.log")))
         wait_http(tfgen.url + "/health")
         wait_http(bare.url + "/job/none")
         tokens = [idp.mint(exp=int(time.time()) + 3600, jti=uuid.uuid4().hex)
