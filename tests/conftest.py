@@ -8,6 +8,7 @@ identity provider cannot run here; their stand-ins live in ``tests/stubs``.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -65,6 +66,68 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+class RedisServer:
+    """A private ``redis-server`` on a free port (never the shared one) with its AOF on, for
+    tests that stop and restart Redis. ``stop`` is SIGTERM: Redis syncs its AOF and exits
+    (no RDB: ``--save ""``), so only the AOF brings data back."""
+
+    def __init__(self, base: Path, fsync: str = "everysec") -> None:
+        self.dir = base / "redis"
+        self.dir.mkdir(exist_ok=True)
+        self.port = free_port()
+        self.fsync = fsync
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.down_at: float | None = None
+        self.down_seconds = 0.0
+        self.restarts = 0
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is not installed")
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+             "--appendonly", "yes", "--appendfsync", self.fsync, "--save", "",
+             "--maxmemory-policy", "noeviction"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with redis.Redis(port=self.port) as client:  # closed: no socket left for gc
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    client.ping()
+                    return self
+                except redis.ConnectionError:
+                    if time.monotonic() > deadline or self.proc.poll() is not None:
+                        raise
+                    time.sleep(0.05)
+
+    def restart(self, pause: float = 0.0) -> None:
+        """Stop, stay down ``pause`` seconds, start again; note when and for how long."""
+        self.down_at = time.monotonic()
+        self.stop()
+        time.sleep(pause)
+        self.start()
+        self.down_seconds = time.monotonic() - self.down_at
+        self.restarts += 1
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(30)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private Redis that syncs its AOF on every write; stopped after the test."""
+    server = RedisServer(tmp_path, fsync="always").start()
+    yield server
+    server.stop()
 
 
 def stop_server(proc: subprocess.Popen[str]) -> str:

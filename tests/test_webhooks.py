@@ -9,12 +9,9 @@ runs, then canceled, appends ``job.canceled`` in the API process.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +23,7 @@ import pytest
 import redis
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from tests.conftest import Stack, Worker, free_port, sqlite_apex, stack_env
+from tests.conftest import RedisServer, Stack, Worker, sqlite_apex, stack_env
 from tests.test_reconcile_beat import Beat
 
 ADMIN = "tfgen-admins"
@@ -310,58 +307,8 @@ def test_a_worker_killed_mid_delivery_still_delivers(
         stack.close()
 
 
-class OwnRedis:
-    """A private redis-server with AOF (fsync always) on a free port."""
-
-    def __init__(self, data: Path) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail("redis-server is not installed")
-        self.cmd = [binary, "--port", str(free_port()), "--bind", "127.0.0.1",
-                    "--dir", str(data), "--appendonly", "yes", "--appendfsync", "always",
-                    "--save", ""]
-        self.port = int(self.cmd[2])
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL)
-        with redis.Redis(port=self.port) as client:  # closed: no socket left for gc
-            for _ in range(100):
-                try:
-                    client.ping()
-                    return
-                except redis.ConnectionError:
-                    time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def restart(self) -> None:
-        """SHUTDOWN NOSAVE (no RDB), then start again: only the AOF brings data back."""
-        assert self.proc is not None
-        with redis.Redis(port=self.port) as client, \
-                contextlib.suppress(redis.ConnectionError):  # it closes as it goes
-            client.shutdown(nosave=True)
-        self.proc.wait(10)
-        self.start()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    data = tmp_path / "redis"
-    data.mkdir()
-    server = OwnRedis(data)
-    yield server
-    server.stop()
-
-
 def test_a_redis_restart_between_event_and_delivery_loses_nothing(
-        tmp_path: Path, own_redis: OwnRedis, receiver: Receiver) -> None:
+        tmp_path: Path, own_redis: RedisServer, receiver: Receiver) -> None:
     env = webhook_env(tmp_path, "whaof", redis_url=own_redis.url)
     stack = Stack(env)
     try:

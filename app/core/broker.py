@@ -11,6 +11,18 @@ new one. The commands, their connections and their retries are kombu's and redis
 as before: a ``redis.Redis`` is safe to share between threads, each command takes a
 connection from the pool.
 
+It also keeps kombu's teardown after a lost connection from ending the worker. Celery
+closes the lost connection twice (``Connection.collect``, then ``close``); when the
+first pass cannot close every channel (one fails to read its pending ``BRPOP`` or
+``LISTEN``), the Connection is detached from its transport with a channel still open,
+and the second pass, or an ack from the worker's hub, makes that channel build a new
+pool from the detached Connection: ``AttributeError: 'NoneType' object has no attribute
+'hostname'``. kombu's teardown ignores connection errors, not that, so it was Celery's
+"Unrecoverable error" and the worker's main process exited (kombu 5.7.0; the same
+family as kombu#582 and #970). Here that channel raises a connection error instead: the
+worker reconnects, and the channel's unacknowledged messages, still in Redis's unacked
+hash, come back after the visibility timeout as they would after the crash.
+
 Used for ``redis://`` brokers (``config/settings/flat.py`` sets Celery's
 ``broker_transport``); ``rediss://`` keeps kombu's own transport, whose scheme check
 refuses a TLS URL without TLS options.
@@ -22,6 +34,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import redis
 from kombu.transport import redis as kombu_redis
 
 __all__ = ["Channel", "Transport"]
@@ -42,6 +55,15 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         if kept is None or kept.connection_pool is not self.pool:
             kept = self._kept_client = self._create_client()  # type: ignore[no-untyped-call]
         yield kept
+
+    def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
+        transport = self.connection
+        if transport is None or transport.client is None:
+            # Detached from its Connection (see the module's docstring): nothing to reach.
+            raise redis.exceptions.ConnectionError("the broker connection was closed")
+        params: dict[str, Any] = super()._connparams(  # type: ignore[no-untyped-call]
+            asynchronous=asynchronous)
+        return params
 
 
 class Transport(kombu_redis.Transport):  # type: ignore[misc]
