@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import current_app
-from flask_restx import Model, fields, inputs, reqparse
+from flask_restx import Model, Namespace, fields, inputs, reqparse
 from jsonschema import FormatChecker
 from jsonschema.validators import validator_for
 
@@ -154,11 +154,14 @@ class BodyModel(Model):
 
 
 def body_model(name: str, model_fields: dict[str, Any],
-               example: dict[str, Any] | None = None, **kwargs: Any) -> BodyModel:
-    """A request body's model (``@ns.expect(model, validate=True)``); ``example``, when
-    given, is the spec's example of the whole object."""
+               example: dict[str, Any] | None = None, *, ns: Namespace | None = None,
+               **kwargs: Any) -> BodyModel:
+    """A request body's model (``@ns.expect(model, validate=True)``), registered in ``ns``
+    when given; ``example``, when given, is the spec's example of the whole object."""
     model = BodyModel(name, model_fields, **kwargs)
     model.example = example
+    if ns is not None:
+        ns.add_model(name, model)
     return model
 
 

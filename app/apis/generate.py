@@ -30,8 +30,7 @@ generate_request = body_model("GenerateRequest", {
                                   description="User to act for (needs tfgen.on_behalf_of; "
                                               "APEX only)"),
 }, example={"cloud_id": "aws", "resource_type": "rds", "request_id": 42, "dry_run": False},
-    strict=True)
-ns.add_model(generate_request.name, generate_request)
+    ns=ns, strict=True)
 
 accepted = ns.model("JobAccepted", {
     "uuid": fields.String(required=True, example="0b7e4c2a-5d1f-4e8a-9c3b-2f6d8a1e7b40"),

@@ -30,8 +30,7 @@ waiver_request = body_model("WaiverRequest", {
     "expires_at": fields.String(required=True, example="2026-12-31T00:00:00Z",
                                 description="ISO 8601 date or time in the future (UTC "
                                             "when no offset is given)"),
-}, strict=True)
-ns.add_model(waiver_request.name, waiver_request)
+}, ns=ns, strict=True)
 
 waiver = ns.model("Waiver", {
     "id": fields.String(required=True),

@@ -26,8 +26,7 @@ webhook_request = body_model("WebhookRequest", {
                           max_items=20, example=["job.*", "request.merged"],
                           description="Event types; * matches any part (job.*, request.*)"),
     "description": fields.String(max_length=500, pattern=ONE_LINE, example="APEX requests"),
-}, strict=True)
-ns.add_model(webhook_request.name, webhook_request)
+}, ns=ns, strict=True)
 
 webhook = ns.model("Webhook", {
     "id": fields.String(required=True), "url": fields.String(required=True),
@@ -44,8 +43,7 @@ rotate_request = body_model("RotateRequest", {
     "grace_seconds": Int64(min=0, max=7 * 86400, example=86400,
                            description="How long the old secret keeps signing, whole "
                                        "seconds (default WEBHOOK_ROTATION_GRACE)"),
-}, strict=True)
-ns.add_model(rotate_request.name, rotate_request)
+}, ns=ns, strict=True)
 delivery = ns.model("Delivery", {
     "event_id": fields.String(required=True), "type": fields.String(),
     "request": fields.String(description="cloud_id/resource_type/request_id"),
